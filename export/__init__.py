@@ -1,0 +1,1 @@
+"""Export a trained policy: policy.npz, ONNX, C header, signing, push over MQTT."""

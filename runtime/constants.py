@@ -1,0 +1,53 @@
+"""Constants shared across package boundaries: file keys, sizes, topics, environment names.
+
+Everything a trainer, an exporter and a device must agree on lives here, once.
+"""
+
+# --- the plant -------------------------------------------------------------
+OBS_DIM = (
+    4  # CartPole state: cart position (m), cart velocity (m/s), pole angle (rad), tip velocity
+)
+ENV_ID = "CartPole-v1"
+
+# --- policy.npz ------------------------------------------------------------
+FORMAT_NAME = "reinforce-edge/policy"
+FORMAT_VERSION = 1
+KEY_W1 = "W1"  # float32 (hidden, OBS_DIM): observation -> hidden
+KEY_W2 = "W2"  # float32 (hidden,): hidden -> logit of p(action 1)
+KEY_META = "meta"  # 0-d unicode array holding UTF-8 JSON
+KEY_SIGNATURE = "signature"  # optional uint8 (64,): Ed25519 over signed_bytes()
+REQUIRED_KEYS = frozenset({KEY_W1, KEY_W2, KEY_META})
+ALLOWED_KEYS = REQUIRED_KEYS | {KEY_SIGNATURE}
+META_FIELDS = (
+    "format",
+    "format_version",
+    "version",
+    "hidden",
+    "obs_dim",
+    "env_id",
+    "created",
+    "train_seed",
+    "episodes",
+    "eval_mean_return",
+)
+MAX_HIDDEN = 4096  # a larger layer is not a controller for a small board
+MAX_META_BYTES = 64 * 1024  # meta JSON, in bytes (UTF-8)
+DEFAULT_MAX_POLICY_BYTES = 1024 * 1024  # 1 MiB: limit for a file or an MQTT payload
+SIGNATURE_DOMAIN = b"reinforce-edge/policy-signature/v1\x00"
+SIGNATURE_BYTES = 64  # Ed25519
+POLICY_FILE = "policy.npz"
+ONNX_FILE = "policy.onnx"
+C_HEADER_FILE = "policy.h"
+MANIFEST_FILE = "manifest.json"
+
+# --- MQTT topics (P = topic prefix, ID = device id) ---------------------------
+DEFAULT_TOPIC_PREFIX = "reinforce-edge"
+TOPIC_DEVICE_POLICY = "{prefix}/devices/{device_id}/policy"
+TOPIC_FLEET_POLICY = "{prefix}/fleet/policy"
+TOPIC_STATUS = "{prefix}/devices/{device_id}/status"
+TOPIC_TELEMETRY = "{prefix}/devices/{device_id}/telemetry"
+TOPIC_ALL_STATUS = "{prefix}/devices/+/status"
+
+# --- environment variables ---------------------------------------------------
+ENV_PREFIX = "REINFORCE_EDGE_"
+ENV_MQTT_PASSWORD = "REINFORCE_EDGE_MQTT_PASSWORD"

@@ -1,0 +1,47 @@
+"""Ed25519 verification of a policy's signature: all a device needs is the public key.
+
+The signature covers `runtime.policy.signed_bytes(meta_json, W1, W2)`. `cryptography` is
+imported only here, so a device without signed updates never loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from runtime.policy import Policy, PolicyError, signed_bytes
+
+
+def load_public_key(path: str | os.PathLike) -> Any:
+    """An Ed25519 public key from a PEM file or a file of 32 raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise PolicyError(f"public key {path}: cannot read: {error.strerror or error}") from None
+    if len(data) == 32:
+        return Ed25519PublicKey.from_public_bytes(data)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise PolicyError(f"public key {path}: not a PEM or raw 32-byte Ed25519 key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise PolicyError(f"public key {path}: a {type(key).__name__}, expected Ed25519")
+    return key
+
+
+def verify_policy(policy: Policy, public_key: Any) -> None:
+    """Raise PolicyError unless the policy carries a valid signature from `public_key`."""
+    from cryptography.exceptions import InvalidSignature
+
+    if policy.signature is None:
+        raise PolicyError("policy is unsigned")
+    message = signed_bytes(policy.meta_json, policy.params["W1"], policy.params["W2"])
+    try:
+        public_key.verify(policy.signature, message)
+    except InvalidSignature:
+        raise PolicyError("signature does not match the policy and the public key") from None

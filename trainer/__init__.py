@@ -1,0 +1,1 @@
+"""NumPy REINFORCE trainer for Gymnasium CartPole-v1."""
