@@ -51,3 +51,19 @@ TOPIC_ALL_STATUS = "{prefix}/devices/+/status"
 # --- environment variables ---------------------------------------------------
 ENV_PREFIX = "REINFORCE_EDGE_"
 ENV_MQTT_PASSWORD = "REINFORCE_EDGE_MQTT_PASSWORD"
+
+# --- MQTT agent, OTA updates and device state (issue 5) ------------------------
+MQTT_KEEPALIVE_S = 30  # broker drops the session (and sends the will) after 1.5x this
+DEFAULT_TELEMETRY_INTERVAL_S = 5.0
+DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"  # one topic level, no wildcards
+TOPIC_PREFIX_PATTERN = r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*"
+UPDATE_QUEUE_MAX = 16  # payloads waiting for validation; more are dropped with a status
+UPDATE_QUEUE_MAX_BYTES = 8 * 1024 * 1024  # and at most this many bytes of them
+DEFAULT_STATE_DIR = "/var/lib/reinforce-edge"
+USER_STATE_SUBDIR = "reinforce-edge"  # under $XDG_STATE_HOME or ~/.local/state
+STATE_CURRENT_FILE = "current.npz"
+STATE_PREVIOUS_FILE = "previous.npz"
+STATE_FILE = "state.json"  # highest accepted version and refused (rolled back) versions
+MAX_REFUSED_VERSIONS = 256  # oldest refused versions beyond this are forgotten
+DEFAULT_PROBATION_EPISODES = 5
+RECENT_RETURNS = 20  # episodes kept per policy for the health baseline
