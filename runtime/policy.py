@@ -275,7 +275,14 @@ def _read_archive(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        NotImplementedError,  # a corrupt header can claim an unsupported zip version
+    ):
         raise PolicyError("not a policy.npz: not a readable zip archive") from None
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
@@ -297,7 +304,14 @@ def _read_archive(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
     for info in infos:
         try:
             raw = archive.read(info)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        except (
+            zipfile.BadZipFile,
+            ValueError,
+            OSError,
+            EOFError,
+            RuntimeError,  # a corrupt flag byte can mark an entry encrypted
+            NotImplementedError,  # ... or claim an unsupported zip version or feature
+        ) as error:
             raise PolicyError(f"entry {info.filename} is corrupt: {error}") from None
         arrays[info.filename.removesuffix(".npy")] = _read_npy(info.filename, raw)
     return arrays

@@ -1,16 +1,18 @@
 """Ed25519 verification of a policy's signature: all a device needs is the public key.
 
-The signature covers `runtime.policy.signed_bytes(meta_json, W1, W2)`. `cryptography` is
-imported only here, so a device without signed updates never loads it.
+The signature covers `runtime.policy.signed_bytes(meta_json, W1, W2)`, and a signed file must
+be byte for byte the canonical encoding (`runtime.policy.policy_bytes`) of its content.
+`cryptography` is imported only here, so a device without signed updates never loads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from runtime.policy import Policy, PolicyError, signed_bytes
+from runtime.policy import Policy, PolicyError, policy_bytes, signed_bytes
 
 
 def load_public_key(path: str | os.PathLike) -> Any:
@@ -45,3 +47,9 @@ def verify_policy(policy: Policy, public_key: Any) -> None:
         public_key.verify(policy.signature, message)
     except InvalidSignature:
         raise PolicyError("signature does not match the policy and the public key") from None
+    # The signature covers the content, not the zip around it (timestamps, header fields):
+    # the file must be exactly the canonical encoding of what was signed, so that a changed
+    # byte anywhere is refused.
+    canonical = policy_bytes(policy.params, policy.meta, policy.signature)
+    if hashlib.sha256(canonical).hexdigest() != policy.sha256:
+        raise PolicyError("policy bytes are not the canonical encoding of the signed content")
