@@ -1,0 +1,420 @@
+"""The device's MQTT agent: receives policy updates, publishes status and telemetry.
+
+Three threads, none of them the control loop's:
+
+- paho-mqtt's network thread (`loop_start`): connects, reconnects with backoff, resubscribes
+  and republishes the retained status on every (re)connect; its `on_message` only checks the
+  size and hands the payload to the worker through a bounded mailbox (a full mailbox drops the
+  payload with a "busy" status, so a flood costs neither memory nor time in the loop);
+- the update worker: validates (`runtime.updates`), persists (`runtime.state`, fsync'd), swaps
+  the policy into the `PolicySlot` (one reference assignment the loop picks up at its next
+  decision), publishes the status, runs health rollbacks and sends telemetry every interval;
+- the control loop itself only calls `on_episode` once per finished episode (cheap).
+
+Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
+shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import queue
+import re
+import resource
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.constants import (
+    DEFAULT_MAX_POLICY_BYTES,
+    DEFAULT_PROBATION_EPISODES,
+    DEFAULT_TELEMETRY_INTERVAL_S,
+    DEFAULT_TOPIC_PREFIX,
+    DEVICE_ID_PATTERN,
+    OBS_DIM,
+    TOPIC_PREFIX_PATTERN,
+    UPDATE_QUEUE_MAX,
+    UPDATE_QUEUE_MAX_BYTES,
+)
+from runtime.mqtt import BrokerSettings, connect_async, json_bytes, make_client, topics
+from runtime.policy import Policy, utc_now_iso
+from runtime.slot import ActivePolicy, PolicySlot
+from runtime.state import StateStore, Stored
+from runtime.updates import (
+    AlreadyRunning,
+    HealthMonitor,
+    RollbackDecision,
+    Stale,
+    UpdateRejected,
+    UpdateRules,
+    validate_update,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_QOS = 1
+POLICY_QOS = 1
+TELEMETRY_QOS = 0
+REJECTION_LOG_BURST = 20  # rejection lines logged per minute before they are summarised
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent behaves; the broker itself is a `BrokerSettings`."""
+
+    device_id: str
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL_S  # seconds between samples
+    max_payload_bytes: int = DEFAULT_MAX_POLICY_BYTES
+    probation_episodes: int = DEFAULT_PROBATION_EPISODES
+    rollback_below: float | None = None  # None: half the previous policy's recent mean return
+    allow_unsigned: bool = False
+    obs_dim: int = OBS_DIM
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(DEVICE_ID_PATTERN, str(self.device_id)):
+            raise ValueError(
+                f"device id {self.device_id!r} is not allowed: 1-64 characters of letters,"
+                " digits and _ . : - (no / + # or spaces), starting with a letter or digit"
+            )
+        if not re.fullmatch(TOPIC_PREFIX_PATTERN, str(self.topic_prefix)):
+            raise ValueError(
+                f"topic prefix {self.topic_prefix!r} is not allowed: levels of letters,"
+                " digits and _ . : - separated by /, no wildcards"
+            )
+        if not 0.05 <= self.telemetry_interval <= 86400:
+            raise ValueError(
+                f"telemetry interval must be in 0.05..86400 s, got {self.telemetry_interval}"
+            )
+        if not 1 <= self.max_payload_bytes <= 64 * 1024 * 1024:
+            raise ValueError(
+                f"max payload bytes must be in 1..67108864, got {self.max_payload_bytes}"
+            )
+        if self.probation_episodes < 1:
+            raise ValueError(f"probation episodes must be >= 1, got {self.probation_episodes}")
+
+
+def rss_mb() -> float:
+    """Resident set size now (Linux /proc), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+class Agent:
+    """One device's MQTT client; `start()`, `stop()`, and `on_episode` for the loop."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        broker: BrokerSettings,
+        slot: PolicySlot,
+        activate: Callable[[Policy], ActivePolicy],
+        store: StateStore,
+        *,
+        public_key: Any = None,
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.broker = broker
+        self.slot = slot
+        self.activate = activate
+        self.store = store
+        self.rules = UpdateRules(
+            obs_dim=config.obs_dim,
+            max_bytes=config.max_payload_bytes,
+            public_key=public_key,
+            allow_unsigned=config.allow_unsigned,
+        )
+        self.stats = stats
+        self.health = HealthMonitor(config.probation_episodes, config.rollback_below)
+        self.topics = topics(config.topic_prefix, config.device_id)
+        self.rejected_updates = 0
+        self.applied_updates = 0
+        self.last_update: dict[str, Any] | None = None
+        self._started = time.monotonic()
+        self._mailbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._pending = 0  # payloads in the mailbox, and their bytes (bounded)
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._log_window = (0.0, 0)  # (window start, rejection lines logged in it)
+        self._suppressed = 0
+        self._worker = threading.Thread(target=self._work, name="ota-worker", daemon=True)
+        client_id = f"{config.topic_prefix}-{config.device_id}-{uuid.uuid4().hex[:8]}"
+        self.client = make_client(broker, client_id[-128:])
+        self.client.will_set(
+            self.topics["status"], self._status_bytes("offline"), qos=STATUS_QOS, retain=True
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (the broker may be down: it is retried with backoff)."""
+        self._worker.start()
+        connect_async(self.client, self.broker)
+        self.client.loop_start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Publish the offline status, disconnect and join the threads."""
+        self._stopping.set()
+        self._mailbox.put(("stop", None))
+        self._worker.join(timeout)
+        if self.connected.is_set():
+            info = self.client.publish(
+                self.topics["status"],
+                self._status_bytes("offline"),
+                qos=STATUS_QOS,
+                retain=True,
+            )
+            # if the connection went away meanwhile, the broker sends the will instead
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- paho callbacks (network thread) ----------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            logger.warning("broker %s refused the connection: %s", self.broker.url, reason_code)
+            return
+        self.connected.set()
+        logger.info("connected to %s as %s", self.broker.url, self.config.device_id)
+        self._publish_status()
+        client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            logger.warning(
+                "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code
+            )
+
+    def _on_message(self, client, userdata, message) -> None:
+        data = message.payload
+        if len(data) > self.config.max_payload_bytes:  # cheapest check, before any queueing
+            self._reject(
+                data,
+                f"policy is {len(data)} bytes, more than the limit of"
+                f" {self.config.max_payload_bytes}",
+                message.topic,
+            )
+            return
+        with self._pending_lock:
+            busy = (
+                self._pending >= UPDATE_QUEUE_MAX
+                or self._pending_bytes + len(data) > UPDATE_QUEUE_MAX_BYTES
+            )
+            if not busy:
+                self._pending += 1
+                self._pending_bytes += len(data)
+        if busy:
+            self._reject(
+                data, f"device busy: {UPDATE_QUEUE_MAX} updates already waiting", message.topic
+            )
+            return
+        self._mailbox.put(("payload", (message.topic, data, bool(message.retain))))
+
+    # --- the worker ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        next_telemetry = time.monotonic() + self.config.telemetry_interval
+        while True:
+            timeout = max(0.0, next_telemetry - time.monotonic())
+            try:
+                kind, item = self._mailbox.get(timeout=timeout)
+            except queue.Empty:
+                kind, item = "telemetry", None
+            if kind == "stop":
+                return
+            try:
+                if kind == "payload":
+                    topic, data, retained = item
+                    with self._pending_lock:
+                        self._pending -= 1
+                        self._pending_bytes -= len(data)
+                    self._handle_payload(topic, data, retained)
+                elif kind == "rollback":
+                    self._roll_back(item)
+            except Exception:  # the worker must survive anything a payload can cause
+                logger.exception("update worker error (the running policy is unchanged)")
+            if time.monotonic() >= next_telemetry:
+                self._publish_telemetry()
+                next_telemetry = time.monotonic() + self.config.telemetry_interval
+
+    def _handle_payload(self, topic: str, data: bytes, retained: bool) -> None:
+        started = time.perf_counter()
+        current = self.slot.active.policy
+        try:
+            policy = validate_update(
+                data,
+                self.rules,
+                current=current,
+                highest_version=self.store.highest_version,
+                refused=self.store.refused,
+            )
+            active = self.activate(policy)
+        except AlreadyRunning:
+            return  # a retained or repeated publish of what already runs: quiet
+        except Stale as rejection:
+            if retained:  # the fleet's retained policy, re-delivered at (re)connect: old news
+                logger.debug("ignoring retained %s: %s", topic, rejection.reason)
+                return
+            self._reject(data, rejection.reason, topic, version=rejection.version)
+            return
+        except UpdateRejected as rejection:
+            self._reject(data, rejection.reason, topic, version=rejection.version)
+            return
+        except ValueError as error:  # the backend could not load it
+            self._reject(data, f"cannot activate: {error}", topic, version=policy.version)
+            return
+        self.store.commit(Stored(policy, data))  # durable before anyone hears "applied"
+        old = self.slot.swap(active)
+        self.health.start_probation(policy.version, old.policy.version)
+        self.applied_updates += 1
+        self._set_last_update(policy.version, policy.sha256, "applied", None)
+        self._publish_status()
+        self._refresh_will()
+        logger.info(
+            "applied policy version %d (sha256 %s...) from %s in %.1f ms; was version %d",
+            policy.version,
+            policy.sha256[:12],
+            topic,
+            (time.perf_counter() - started) * 1e3,
+            old.policy.version,
+        )
+
+    def _reject(self, data: bytes, reason: str, topic: str, *, version: int | None = None) -> None:
+        with self._pending_lock:
+            self.rejected_updates += 1
+        self._set_last_update(version, hashlib.sha256(data).hexdigest(), "rejected", reason)
+        self._publish_status()
+        self._log_rejection(f"rejected update from {topic}: {reason}")
+
+    def _log_rejection(self, line: str) -> None:
+        now = time.monotonic()
+        start, count = self._log_window
+        if now - start >= 60.0:
+            if self._suppressed:
+                logger.warning("%d more rejected updates were not logged", self._suppressed)
+            start, count, self._suppressed = now, 0, 0
+        if count < REJECTION_LOG_BURST:
+            logger.warning("%s", line)
+            count += 1
+        else:
+            self._suppressed += 1
+        self._log_window = (start, count)
+
+    def _roll_back(self, decision: RollbackDecision) -> None:
+        current = self.store.current
+        previous = self.store.previous
+        if current is None or previous is None or current.policy.version != decision.version:
+            return  # another update arrived meanwhile: that one is on probation now
+        active = self.activate(previous.policy)
+        self.store.roll_back()
+        self.slot.swap(active)
+        self.health.cancel()
+        self._set_last_update(
+            decision.version, current.policy.sha256, "rolled_back", decision.reason
+        )
+        self._publish_status()
+        self._refresh_will()
+        logger.warning(
+            "rolled back policy version %d to version %d: %s",
+            decision.version,
+            previous.policy.version,
+            decision.reason,
+        )
+
+    # --- the control loop's hook ------------------------------------------------------------
+
+    def on_episode(self, result: Any) -> None:
+        """Episode listener (control loop thread): record the return, maybe ask for rollback."""
+        episode_return = result["return"] if isinstance(result, dict) else result.episode_return
+        decision = self.health.record(self.slot.active.policy.version, float(episode_return))
+        if decision is not None:
+            self._mailbox.put(("rollback", decision))
+
+    # --- what goes out ------------------------------------------------------------------
+
+    def _set_last_update(
+        self, version: int | None, sha256: str, result: str, reason: str | None
+    ) -> None:
+        self.last_update = {
+            "version": version,
+            "sha256": sha256,
+            "result": result,
+            "reason": reason,
+            "at": utc_now_iso(),
+        }
+
+    def status(self, state: str = "online") -> dict[str, Any]:
+        policy = self.slot.active.policy
+        return {
+            "state": state,
+            "device_id": self.config.device_id,
+            "policy_version": policy.version,
+            "policy_sha256": policy.sha256,
+            "last_update": self.last_update,
+            "at": utc_now_iso(),
+        }
+
+    def _status_bytes(self, state: str) -> bytes:
+        return json_bytes(self.status(state))
+
+    def _publish_status(self) -> None:
+        self.client.publish(
+            self.topics["status"], self._status_bytes("online"), qos=STATUS_QOS, retain=True
+        )
+
+    def _refresh_will(self) -> None:
+        """The will is sent as registered at connect; keep it current for the next connect."""
+        self.client.will_set(
+            self.topics["status"], self._status_bytes("offline"), qos=STATUS_QOS, retain=True
+        )
+
+    def telemetry(self) -> dict[str, Any]:
+        sample: dict[str, Any] = {
+            "device_id": self.config.device_id,
+            "policy_version": self.slot.active.policy.version,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "episodes": 0,
+            "last_return": None,
+            "mean_return": None,
+            "decisions": 0,
+            "decision_us_p50": None,
+            "decision_us_p99": None,
+            "overruns": 0,
+        }
+        if self.stats is not None:
+            sample.update(self.stats())
+        for key, value in sample.items():  # JSON has no NaN or inf
+            if isinstance(value, float) and not math.isfinite(value):
+                sample[key] = None
+        sample["rejected_updates"] = self.rejected_updates
+        sample["rss_mb"] = rss_mb()
+        sample["at"] = utc_now_iso()
+        return sample
+
+    def _publish_telemetry(self) -> None:
+        if self.connected.is_set():
+            self.client.publish(
+                self.topics["telemetry"], json_bytes(self.telemetry()), qos=TELEMETRY_QOS
+            )

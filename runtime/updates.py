@@ -1,0 +1,199 @@
+"""Validation of an over-the-air policy and the health check that may undo it.
+
+Every payload is untrusted until `validate_update` returns, cheapest check first:
+size, zip structure, arrays, shapes and dtypes, finite values, meta and the plant's obs_dim
+(all in `runtime.policy.parse_policy`), then the Ed25519 signature, then the version:
+refused when it was rolled back here, refused when not newer than the highest accepted
+version (anti-rollback), and a quiet no-op when it is exactly the policy already running.
+
+`HealthMonitor` watches the episodes after an update; if the mean return of the first
+`probation` clean episodes falls below the threshold it asks for a rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.constants import DEFAULT_MAX_POLICY_BYTES, OBS_DIM, RECENT_RETURNS
+from runtime.policy import Policy, PolicyError, parse_policy
+
+logger = logging.getLogger(__name__)
+
+
+class UpdateRejected(Exception):
+    """The payload must not be applied; `reason` is one line for the status and the log."""
+
+    def __init__(self, reason: str, version: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.version = version  # the payload's meta version when it parsed that far
+
+
+class Stale(UpdateRejected):
+    """An old or refused version: rejected, and not worth a status when merely retained."""
+
+
+class AlreadyRunning(Exception):
+    """The payload is the policy running now (a retained or repeated publish): do nothing."""
+
+
+@dataclass(frozen=True)
+class UpdateRules:
+    """What a device accepts: payload size, the plant's obs_dim, who must have signed it."""
+
+    obs_dim: int = OBS_DIM
+    max_bytes: int = DEFAULT_MAX_POLICY_BYTES
+    public_key: Any = None  # Ed25519 public key; None only with allow_unsigned
+    allow_unsigned: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError(f"max payload bytes must be positive, got {self.max_bytes}")
+        if self.public_key is None and not self.allow_unsigned:
+            raise ValueError("a public key is required unless unsigned updates are allowed")
+
+
+def validate_update(
+    data: bytes,
+    rules: UpdateRules,
+    *,
+    current: Policy,
+    highest_version: int,
+    refused: Collection[int],
+) -> Policy:
+    """The validated policy, or UpdateRejected / AlreadyRunning."""
+    try:
+        policy = parse_policy(data, max_bytes=rules.max_bytes, obs_dim=rules.obs_dim)
+    except PolicyError as error:
+        raise UpdateRejected(str(error)) from None
+    if rules.public_key is not None:
+        from runtime.signing import verify_policy
+
+        try:
+            verify_policy(policy, rules.public_key)
+        except PolicyError as error:
+            raise UpdateRejected(f"signature check failed: {error}", policy.version) from None
+    else:
+        logger.warning(
+            "accepting an update without checking its signature (--insecure-allow-unsigned)"
+        )
+    return _check_version(policy, current, highest_version, refused)
+
+
+def _check_version(
+    policy: Policy, current: Policy, highest_version: int, refused: Collection[int]
+) -> Policy:
+    version = policy.version
+    if version == current.version:
+        if policy.sha256 == current.sha256:
+            raise AlreadyRunning()
+        raise UpdateRejected(
+            f"version {version} is already running with different content"
+            f" (sha256 {current.sha256[:12]}..., got {policy.sha256[:12]}...)",
+            version,
+        )
+    if version in refused:
+        raise Stale(f"version {version} was rolled back on this device and is refused", version)
+    newest = max(highest_version, current.version)
+    if version <= newest:
+        raise Stale(
+            f"version {version} is not newer than version {newest} (anti-rollback)", version
+        )
+    return policy
+
+
+@dataclass(frozen=True)
+class RollbackDecision:
+    """Why the policy on probation must go: the figures go into the status and the log."""
+
+    version: int
+    mean_return: float
+    episodes: int
+    threshold: float
+    baseline: float | None
+
+    @property
+    def reason(self) -> str:
+        basis = (
+            f"half of the previous policy's mean {self.baseline:.1f}"
+            if self.baseline is not None
+            else "--rollback-below"
+        )
+        return (
+            f"mean return {self.mean_return:.1f} over {self.episodes} episodes is below"
+            f" {self.threshold:.1f} ({basis})"
+        )
+
+
+class HealthMonitor:
+    """Episode returns per policy version, and the probation of a freshly applied one.
+
+    An episode counts for a version only when that version was active both when the
+    previous episode ended and when this one ended, so an episode that straddles a swap
+    counts for nobody. Called from the control loop (`record`) and the update worker
+    (`start_probation`, `cancel`); the lock is taken once per episode, never per decision.
+    """
+
+    def __init__(self, probation_episodes: int, rollback_below: float | None) -> None:
+        if probation_episodes < 1:
+            raise ValueError(f"probation episodes must be >= 1, got {probation_episodes}")
+        self.probation_episodes = probation_episodes
+        self.rollback_below = rollback_below
+        self._lock = threading.Lock()
+        self._recent: dict[int, deque[float]] = {}
+        self._last_version: int | None = None
+        self._probation: tuple[int, float | None, float | None] | None = None
+        self._trial: list[float] = []
+
+    def start_probation(self, version: int, previous_version: int) -> None:
+        with self._lock:
+            baseline_returns = self._recent.get(previous_version)
+            baseline = sum(baseline_returns) / len(baseline_returns) if baseline_returns else None
+            threshold = self.rollback_below
+            if threshold is None and baseline is not None:
+                threshold = 0.5 * baseline
+            self._recent = {
+                previous_version: self._recent.get(previous_version, deque(maxlen=RECENT_RETURNS))
+            }
+            self._probation = (
+                version,
+                threshold,
+                baseline if self.rollback_below is None else None,
+            )
+            self._trial = []
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._probation = None
+            self._trial = []
+
+    def record(self, version: int, episode_return: float) -> RollbackDecision | None:
+        """Note one finished episode under `version`; a decision when probation fails."""
+        with self._lock:
+            clean = self._last_version == version
+            self._last_version = version
+            if not clean:
+                return None
+            recent = self._recent.setdefault(version, deque(maxlen=RECENT_RETURNS))
+            recent.append(float(episode_return))
+            if self._probation is None or self._probation[0] != version:
+                return None
+            self._trial.append(float(episode_return))
+            if len(self._trial) < self.probation_episodes:
+                return None
+            _, threshold, baseline = self._probation
+            mean = sum(self._trial) / len(self._trial)
+            self._probation, episodes, self._trial = None, len(self._trial), []
+            if threshold is None or mean >= threshold:
+                return None
+            return RollbackDecision(version, mean, episodes, threshold, baseline)
+
+    def mean_return(self, version: int) -> float | None:
+        with self._lock:
+            recent = self._recent.get(version)
+            return sum(recent) / len(recent) if recent else None
