@@ -161,7 +161,9 @@ class Agent:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.connected = threading.Event()
+        self.client.on_subscribe = self._on_subscribe
+        self.connected = threading.Event()  # the broker accepted the connection
+        self.ready = threading.Event()  # ... and the policy subscriptions: status is online
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -197,11 +199,19 @@ class Agent:
             return
         self.connected.set()
         logger.info("connected to %s as %s", self.broker.url, self.config.device_id)
-        self._publish_status()
         client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """Online only once subscribed: whoever sees "online" may publish to this device."""
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            logger.error("broker refused the policy subscriptions: %s", failed)
+        self._publish_status()
+        self.ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.ready.clear()
         if not self._stopping.is_set():
             logger.warning(
                 "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code

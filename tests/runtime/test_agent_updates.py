@@ -44,7 +44,7 @@ class Device:
             public_key=load_public_key(pub),
         )
         self.agent.start()
-        assert self.agent.connected.wait(5)
+        assert self.agent.ready.wait(5)
 
     def stop(self) -> None:
         self.agent.stop()
