@@ -1,10 +1,283 @@
-"""Command line of `python -m runtime` (placeholder until its issue lands)."""
+"""`python -m runtime`: run a policy on a plant at a fixed rate.
+
+    python -m runtime --policy policy.npz [--plant sim|stdio|gym] [--hz 50] [--episodes N] ...
+
+The flow of `run(config)`: build the plant, load and check the policy (signature when a
+public key is given), make its decision function, put it in a `PolicySlot`, start the optional
+services (`start_services`: the MQTT agent hooks in there), run the loop until a bound or a
+signal, stop the services, report. Exit codes: 0 done, 1 failure, 2 bad input, 130 SIGINT.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
+import signal
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from runtime.backends import BackendError, make_active
+from runtime.config import (
+    BACKENDS,
+    LOG_LEVELS,
+    PLANTS,
+    ConfigError,
+    RuntimeConfig,
+    build_config,
+    field_names,
+)
+from runtime.loop import ControlLoop, EpisodeResult, LoopSummary
+from runtime.notify import Notifier
+from runtime.plants import Plant, PlantError, StdioPlant, make_plant
+from runtime.policy import PolicyError, load_policy
+from runtime.slot import PolicySlot
+
+log = logging.getLogger("runtime")
+
+PROG = "python -m runtime"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("not implemented yet", file=sys.stderr)
-    return 1
+class UsageError(Exception):
+    """Bad input: printed as one line, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> ArgumentParser:
+    """The parser; flags default to None so that only flags given override env and file."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Run a policy on a plant at a fixed rate (NumPy only).",
+        epilog="Every option can also come from REINFORCE_EDGE_<NAME> or the --config file;"
+        " precedence: flags > environment > file > defaults.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file with any of the keys below")
+    add_runtime_arguments(parser)
+    return parser
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runtime's own flags; each `dest` is a `RuntimeConfig` field."""
+    group = parser.add_argument_group("policy and plant")
+    group.add_argument("--policy", metavar="FILE", help="policy.npz to run")
+    group.add_argument("--plant", choices=PLANTS, help="what to control (default: sim)")
+    group.add_argument("--env", metavar="ID", help="Gymnasium id for --plant gym (CartPole-v1)")
+    group.add_argument("--seed", type=int, help="seed of the plant's reset distribution")
+    group.add_argument("--backend", choices=BACKENDS, help="forward pass (default: numpy)")
+    group.add_argument(
+        "--public-key", metavar="PUB", help="refuse a policy not signed by this Ed25519 key"
+    )
+    group.add_argument("--max-policy-bytes", type=int, metavar="N", help=argparse.SUPPRESS)
+    group = parser.add_argument_group("loop")
+    group.add_argument("--hz", type=float, help="decisions per second, 0 = flat out (default 50)")
+    group.add_argument("--episodes", type=int, metavar="N", help="stop after N episodes")
+    group.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--json", action="store_const", const=True, help="one JSON object per episode + summary"
+    )
+    group.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> RuntimeConfig:
+    flags = {name: getattr(args, name, None) for name in field_names()}
+    return build_config(flags, environ, args.config)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """What the services started beside the loop can use (the MQTT agent: slot, stats, ...)."""
+
+    config: RuntimeConfig
+    policy_path: Path
+    plant: Plant
+    slot: PolicySlot
+    loop: ControlLoop
+    listeners: list = field(default_factory=list)  # the loop's episode listeners, appendable
+
+
+def start_services(runtime: Runtime) -> list[Any]:
+    """Start what runs beside the loop; each returned object has `stop()`. None yet."""
+    return []
+
+
+class Reporter:
+    """Prints a line (or a JSON object) per episode and the summary."""
+
+    def __init__(self, stream: TextIO, as_json: bool) -> None:
+        self.stream = stream
+        self.as_json = as_json
+
+    def on_episode(self, result: EpisodeResult) -> None:
+        if self.as_json:
+            self._write(json.dumps(result.to_json()))
+        else:
+            self._write(
+                f"episode {result.episode}: return {result.episode_return:g} in {result.steps}"
+                f" steps, decision p50 {result.decision_us_p50} us p99 {result.decision_us_p99}"
+                f" us, {result.overruns} overruns (policy v{result.policy_version})"
+            )
+
+    def summary(self, summary: LoopSummary) -> None:
+        if self.as_json:
+            self._write(json.dumps(summary.to_json()))
+        else:
+            mean = "-" if summary.mean_return is None else f"{summary.mean_return:g}"
+            self._write(
+                f"done ({summary.stopped_by}): {summary.episodes} episodes, mean return {mean},"
+                f" {summary.decisions} decisions in {summary.duration_s} s, decision p50"
+                f" {summary.decision_us_p50} us p99 {summary.decision_us_p99} us,"
+                f" {summary.overruns} overruns"
+            )
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def load_checked_policy(config: RuntimeConfig, obs_dim: int):
+    """The policy, validated, and verified when a public key is configured."""
+    if config.policy is None:
+        raise UsageError("no policy given: use --policy FILE (or REINFORCE_EDGE_POLICY)")
+    policy = load_policy(config.policy, max_bytes=config.max_policy_bytes, obs_dim=obs_dim)
+    if config.public_key is not None:
+        from runtime.signing import load_public_key, verify_policy
+
+        try:
+            verify_policy(policy, load_public_key(config.public_key))
+        except PolicyError as error:
+            raise PolicyError(f"{config.policy}: refused: {error}") from None
+        log.info("policy %s v%d: signature verified", config.policy, policy.version)
+    elif policy.signature is None:
+        log.warning("policy %s is unsigned; running it without verification", config.policy)
+    else:
+        log.warning("policy %s is signed but no --public-key given: not verified", config.policy)
+    return policy
+
+
+def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
+    """Build everything from `config`, run the loop, report; returns the exit code."""
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout.buffer
+    plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)
+    policy = load_checked_policy(config, plant.obs_dim)
+    slot = PolicySlot(make_active(policy, config.backend, config.policy))
+    # with the stdio plant, stdout carries actions: reports go to stderr
+    reporter = Reporter(sys.stderr if config.plant == "stdio" else sys.stdout, config.json)
+    notifier = Notifier.from_environment()
+    listeners: list = [reporter] + ([notifier] if notifier else [])
+    loop = ControlLoop(
+        plant,
+        slot,
+        hz=config.hz,
+        episodes=config.episodes,
+        duration=config.duration,
+        seed=config.seed,
+        listeners=listeners,
+        notifier=notifier,
+    )
+    loop.listeners = listeners  # one list: services may append before the loop starts
+    if isinstance(plant, StdioPlant):
+        plant.should_stop = lambda: loop.stop_requested
+    runtime = Runtime(config, Path(config.policy), plant, slot, loop, listeners)
+    log.info(
+        "running policy v%d (hidden %d) on %s at %s with the %s backend",
+        policy.version,
+        policy.hidden,
+        config.plant,
+        f"{config.hz:g} Hz" if config.hz else "full speed",
+        config.backend,
+    )
+    with stop_on_signals(loop):
+        services = start_services(runtime)
+        try:
+            summary = loop.run()
+        finally:
+            if notifier:
+                notifier.stopping()
+            for service in reversed(services):
+                try:
+                    service.stop()
+                except Exception as error:
+                    log.error("stopping %r failed: %s", service, error)
+            close = getattr(plant, "close", None)
+            if close:
+                close()
+    reporter.summary(summary)
+    return EXIT_INTERRUPTED if summary.stopped_by == "SIGINT" else EXIT_OK
+
+
+class stop_on_signals:
+    """SIGTERM and SIGINT ask the loop to stop at the end of its step (main thread only)."""
+
+    def __init__(self, loop: ControlLoop) -> None:
+        self.loop = loop
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.loop.stop(signal.Signals(signum).name)
+
+    def __enter__(self) -> stop_on_signals:
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: the caller stops the loop itself
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger().setLevel(getattr(logging, level.upper()))
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed
+        return int(exit_.code or 0)
+    try:
+        config = config_from_args(args, os.environ if environ is None else environ)
+    except ConfigError as error:
+        return fail(f"bad configuration: {error}", EXIT_USAGE)
+    configure_logging(config.log_level)
+    try:
+        return run(config)
+    except (UsageError, ConfigError, PolicyError, BackendError, PlantError) as error:
+        return fail(str(error), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as error:  # one line for the operator; the traceback at debug level
+        log.debug("failure", exc_info=True)
+        return fail(f"{type(error).__name__}: {error}", EXIT_FAILURE)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,146 @@
+"""Backends: the decision function p(action 1 | obs) of a policy for ONE observation at a time.
+
+- `numpy` (default): the fused single-observation path. The same maths as
+  `runtime.policy.forward`, written for the per-call overhead that dominates at this size:
+  weights laid out once, the hidden buffer preallocated, `out=` ufuncs, and the sigmoid of the
+  scalar output with `math.exp` instead of an array expression.
+- `onnxruntime`: runs `policy.onnx` found beside the `policy.npz` with one intra-op thread;
+  imported only when chosen. Its answers are checked against the npz weights at load time, so
+  an ONNX file that does not belong to the (possibly signed) npz is refused.
+
+A decision function keeps its own buffers: call it from one thread (the control loop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from runtime.constants import KEY_W1, KEY_W2, ONNX_FILE
+from runtime.policy import Params, Policy, action_probability
+from runtime.slot import ActivePolicy
+
+F32 = np.float32
+ONNX_CHECK_TOLERANCE = 1e-4  # float32 kernels may differ in the last bits, never by more
+
+
+class BackendError(ValueError):
+    """A backend cannot run this policy (missing file or package, mismatching model)."""
+
+
+def sigmoid_scalar(logit: float) -> float:
+    """1 / (1 + exp(-z)) for a Python float, without overflow for any finite z."""
+    if logit >= 0.0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    e = math.exp(logit)
+    return e / (1.0 + e)
+
+
+class NumpyDecision:
+    """p(action 1) for one observation: relu(W1 obs) . W2 through a sigmoid, allocation-free."""
+
+    def __init__(self, params: Params) -> None:
+        # obs @ W1.T is dot(obs, w1t) with w1t C-contiguous (obs_dim, hidden): one BLAS-free pass
+        self.w1t = np.ascontiguousarray(np.asarray(params[KEY_W1], dtype=F32).T)
+        self.w2 = np.ascontiguousarray(params[KEY_W2], dtype=F32)
+        self.hidden = np.empty(self.w2.shape[0], dtype=F32)
+        self.zero = F32(0.0)
+
+    def __call__(self, obs: np.ndarray) -> float:
+        hidden = self.hidden
+        try:
+            np.dot(obs, self.w1t, out=hidden)  # h = W1 obs
+        except (TypeError, ValueError, AttributeError):  # not a float32 vector: convert once
+            np.dot(np.asarray(obs, dtype=F32).reshape(-1), self.w1t, out=hidden)
+        np.maximum(hidden, self.zero, out=hidden)  # h = relu(h)
+        logit = float(hidden.dot(self.w2))  # z = W2 . h
+        if logit >= 0.0:  # p = sigmoid(z), inlined sigmoid_scalar
+            return 1.0 / (1.0 + math.exp(-logit))
+        e = math.exp(logit)
+        return e / (1.0 + e)
+
+
+def naive_decision(params: Params) -> Callable[[np.ndarray], float]:
+    """The reference expression (`runtime.policy.action_probability`), for tests and the bench."""
+    return lambda obs: float(action_probability(params, obs))
+
+
+class OnnxDecision:
+    """p(action 1) from `policy.onnx` through onnxruntime's `run()`, one intra-op thread."""
+
+    def __init__(self, onnx_path: str | Path, policy: Policy) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BackendError(
+                "the onnxruntime backend needs onnxruntime: pip install onnxruntime"
+            ) from None
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise BackendError(f"{onnx_path}: no such file (the onnxruntime backend needs it)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise BackendError(f"{onnx_path}: onnxruntime cannot load it: {first_line}") from None
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.output_names = [self.session.get_outputs()[0].name]
+        obs_dim = policy.params[KEY_W1].shape[1]
+        rank = len(model_input.shape or [None, obs_dim])
+        self.buffer = np.zeros((1, obs_dim) if rank == 2 else (obs_dim,), dtype=F32)
+        self.feed = {self.input_name: self.buffer}
+        self._check_against(policy, onnx_path)
+
+    def __call__(self, obs: np.ndarray) -> float:
+        self.buffer.reshape(-1)[:] = obs
+        output = self.session.run(self.output_names, self.feed)[0]
+        flat = output.reshape(-1)
+        return float(flat[-1])  # one unit p(1), or two units (p(0), p(1))
+
+    def _check_against(self, policy: Policy, onnx_path: Path) -> None:
+        obs = np.random.default_rng(0).standard_normal((8, self.buffer.size)).astype(F32)
+        try:
+            got = np.array([self(row) for row in obs])
+        except Exception as error:  # a model with other inputs or outputs
+            raise BackendError(f"{onnx_path}: cannot run it on one observation: {error}") from None
+        expected = action_probability(policy.params, obs.astype(np.float64))
+        if not np.allclose(got, expected, atol=ONNX_CHECK_TOLERANCE, rtol=0):
+            raise BackendError(
+                f"{onnx_path} does not compute the policy in the npz beside it"
+                f" (max difference {np.max(np.abs(got - expected)):.3g}); export both again"
+            )
+
+
+def onnx_path_for(policy_path: str | Path) -> Path:
+    """`NAME.onnx` beside `NAME.npz` if present, else `policy.onnx` in the same directory."""
+    policy_path = Path(policy_path)
+    same_stem = policy_path.with_suffix(".onnx")
+    return same_stem if same_stem.is_file() else policy_path.parent / ONNX_FILE
+
+
+def make_active(
+    policy: Policy, backend_name: str = "numpy", policy_path: str | Path | None = None
+) -> ActivePolicy:
+    """A policy with its ready decision function, for the loop's `PolicySlot`.
+
+    `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`).
+    """
+    if backend_name == "numpy":
+        return ActivePolicy(policy, NumpyDecision(policy.params))
+    if backend_name == "onnxruntime":
+        if policy_path is None:
+            raise BackendError(
+                "the onnxruntime backend needs the policy's path to find policy.onnx"
+            )
+        return ActivePolicy(policy, OnnxDecision(onnx_path_for(policy_path), policy))
+    raise BackendError(f"unknown backend {backend_name!r}; choose numpy or onnxruntime")

@@ -1,0 +1,233 @@
+"""The runtime's configuration: one frozen dataclass, built from flags, environment, file, defaults.
+
+Precedence, highest first: command-line flags > `REINFORCE_EDGE_<KEY>` environment variables >
+the TOML file given by `--config` (top-level keys named like the fields) > the defaults below.
+Every field carries its help string, its parser for text values (environment variables) and
+its allowed values; `RuntimeConfig.__post_init__` checks them all, so a config that exists is
+valid, and every error names the key, where the value came from and what is allowed.
+
+To add a field (the MQTT agent does): declare it with `setting(...)` and, if it needs a check,
+add a line to `_checks`; the environment variable, the file key and the error messages follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.constants import DEFAULT_MAX_POLICY_BYTES, ENV_ID, ENV_PREFIX
+
+PLANTS = ("sim", "stdio", "gym")
+BACKENDS = ("numpy", "onnxruntime")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_HZ = 10_000.0  # a Python loop cannot keep a faster period honest
+MAX_POLICY_BYTES_LIMIT = 64 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the key and what is allowed."""
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "none") else int(text)
+
+
+def parse_optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none") else float(text)
+
+
+def parse_optional_str(text: str) -> str | None:
+    return text or None
+
+
+def setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
+    """A config field: its default, its help line and how to read it from text."""
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything `python -m runtime` needs; valid by construction (see `_checks`)."""
+
+    policy: str | None = setting(None, "policy.npz to run", parse_optional_str)
+    plant: str = setting("sim", f"what the policy controls: {', '.join(PLANTS)}")
+    env: str = setting(ENV_ID, "Gymnasium environment id for --plant gym")
+    hz: float = setting(50.0, "decisions per second; 0 runs as fast as possible", float)
+    episodes: int | None = setting(None, "stop after this many episodes", parse_optional_int)
+    duration: float | None = setting(None, "stop after this many seconds", parse_optional_float)
+    backend: str = setting("numpy", f"forward-pass implementation: {', '.join(BACKENDS)}")
+    public_key: str | None = setting(
+        None, "Ed25519 public key (PEM or 32 raw bytes) the policy must be signed with",
+        parse_optional_str,
+    )  # fmt: skip
+    seed: int | None = setting(None, "seed of the plant's reset distribution", parse_optional_int)
+    json: bool = setting(False, "print one JSON object per episode and a summary", parse_bool)
+    max_policy_bytes: int = setting(
+        DEFAULT_MAX_POLICY_BYTES, "largest policy file accepted, in bytes", int
+    )
+    log_level: str = setting("info", f"logging level: {', '.join(LOG_LEVELS)}")
+
+    def __post_init__(self) -> None:
+        for name, ok, allowed in _checks(self):
+            if not ok:
+                raise ConfigError(
+                    f"{name} = {getattr(self, name)!r} is not allowed: expected {allowed}"
+                )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
+    """(key, is it valid, what is allowed) for every field."""
+    return [
+        ("policy", c.policy is None or isinstance(c.policy, str), "a file path"),
+        ("plant", c.plant in PLANTS, f"one of {', '.join(PLANTS)}"),
+        ("env", isinstance(c.env, str) and c.env != "", "a Gymnasium environment id"),
+        ("hz", _is_number(c.hz) and 0 <= c.hz <= MAX_HZ, f"a number in 0..{MAX_HZ:g}"),
+        (
+            "episodes",
+            c.episodes is None or (_is_int(c.episodes) and c.episodes >= 1),
+            "an integer >= 1 (or unset: no limit)",
+        ),
+        (
+            "duration",
+            c.duration is None or (_is_number(c.duration) and c.duration > 0),
+            "a number of seconds > 0 (or unset: no limit)",
+        ),
+        ("backend", c.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
+        ("public_key", c.public_key is None or isinstance(c.public_key, str), "a file path"),
+        (
+            "seed",
+            c.seed is None or (_is_int(c.seed) and 0 <= c.seed < 2**63),
+            "an integer in 0..2**63-1 (or unset: random)",
+        ),
+        ("json", isinstance(c.json, bool), "true or false"),
+        (
+            "max_policy_bytes",
+            _is_int(c.max_policy_bytes) and 1 <= c.max_policy_bytes <= MAX_POLICY_BYTES_LIMIT,
+            f"an integer in 1..{MAX_POLICY_BYTES_LIMIT}",
+        ),
+        ("log_level", c.log_level in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+    ]
+
+
+# --- building one from its sources ------------------------------------------------
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RuntimeConfig)]
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a key: `hz` -> `REINFORCE_EDGE_HZ`."""
+    return ENV_PREFIX + key.upper()
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The values set by `REINFORCE_EDGE_<KEY>` variables (other variables are ignored)."""
+    values = {}
+    for spec in dataclasses.fields(RuntimeConfig):
+        name = env_name(spec.name)
+        if name in environ:
+            text = environ[name]
+            try:
+                values[spec.name] = spec.metadata["parse"](text)
+            except ValueError:
+                raise ConfigError(
+                    f"{spec.name} = {text!r} (from {name}) is not a valid"
+                    f" {_kind(spec)}: {spec.metadata['help']}"
+                ) from None
+    return values
+
+
+def _kind(spec: dataclasses.Field) -> str:
+    parse = spec.metadata["parse"]
+    return {
+        float: "number",
+        int: "integer",
+        parse_bool: "boolean",
+        parse_optional_int: "integer",
+        parse_optional_float: "number",
+    }.get(parse, "value")
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 uses the backport
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def from_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The values of a TOML file; keys may use `-` or `_`; unknown keys are an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path}: cannot read: {error}") from None
+    try:
+        data = _toml_loads(text)
+    except ValueError as error:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"config file {path}: not valid TOML: {error}") from None
+    known = set(field_names())
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        values[name] = value
+    return values
+
+
+def build_config(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
+) -> RuntimeConfig:
+    """Merge defaults < file < environment < flags (only flags actually given) and validate."""
+    layers = [
+        ("file", from_file(config_file) if config_file else {}),
+        ("environment", from_environment(os.environ if environ is None else environ)),
+        ("flags", {k: v for k, v in (flags or {}).items() if v is not None}),
+    ]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, source))
+    try:
+        return RuntimeConfig(**values)
+    except ConfigError as error:
+        key = str(error).split(" ", 1)[0]
+        where = {"file": f"config file {config_file}", "environment": env_name(key)}.get(
+            sources.get(key, ""), "--" + key.replace("_", "-")
+        )
+        raise ConfigError(f"{error} (from {where})") from None
+    except TypeError as error:  # an unknown key reached the constructor
+        raise ConfigError(str(error)) from None

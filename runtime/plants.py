@@ -1,0 +1,347 @@
+"""Plants: what the policy controls. Anything with `reset(seed) -> obs` and
+`step(action) -> (obs, reward, done)` is a plant; three ship with the runtime:
+
+- `sim`: CartPole-v1 in NumPy, step for step the same as Gymnasium's (same constants,
+  Euler integration, thresholds, 500-step truncation and reset distribution for a seed);
+- `stdio`: a line protocol on stdin/stdout for a real plant behind a bridge (see `StdioPlant`);
+- `gym`: any Gymnasium environment with two discrete actions (imports gymnasium only then).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+import numpy as np
+
+from runtime.constants import ENV_ID, OBS_DIM
+
+log = logging.getLogger(__name__)
+
+
+class PlantError(RuntimeError):
+    """The plant cannot be built or used (message says why)."""
+
+
+class PlantClosed(Exception):
+    """The plant has ended (its bridge closed the stream, or a stop was requested)."""
+
+
+@runtime_checkable
+class Plant(Protocol):
+    """The interface the control loop drives; `obs_dim` must match the policy."""
+
+    obs_dim: int
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Start an episode; return the first observation."""
+        ...
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        """Apply `action` (0 or 1) for one period; return (observation, reward, episode over)."""
+        ...
+
+
+# --- sim: CartPole-v1 ---------------------------------------------------------------
+
+GRAVITY = 9.8  # m/s^2
+MASS_CART = 1.0  # kg
+MASS_POLE = 0.1  # kg
+TOTAL_MASS = MASS_POLE + MASS_CART  # kg
+HALF_POLE_LENGTH = 0.5  # m (Gymnasium's `length` is half the pole)
+POLE_MASS_LENGTH = MASS_POLE * HALF_POLE_LENGTH  # kg m
+FORCE = 10.0  # N, pushed left (action 0) or right (action 1)
+TAU = 0.02  # s between state updates (Euler step)
+THETA_THRESHOLD = 12 * 2 * math.pi / 360  # rad: the episode ends beyond +-12 degrees
+X_THRESHOLD = 2.4  # m: the episode ends when the cart centre leaves +-2.4
+MAX_STEPS = 500  # CartPole-v1's TimeLimit
+RESET_LOW, RESET_HIGH = -0.05, 0.05  # each state component starts uniform in this range
+
+
+class CartPoleSim:
+    """Gymnasium's CartPole-v1 (`gym.make("CartPole-v1")`) without Gymnasium.
+
+    The arithmetic is Gymnasium's, in the same order and on the same float64 scalars, so the
+    float32 observations are bitwise identical for the same seed and actions. The reset RNG is
+    `np.random.default_rng(seed)` (Gymnasium's `seeding.np_random`: PCG64 on a SeedSequence),
+    re-seeded only when a seed is given, like `Env.reset(seed=...)`.
+    """
+
+    obs_dim = OBS_DIM
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng()
+        self.state = np.zeros(4)
+        self.steps = 0
+        self.terminated = False
+        self.truncated = False
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.state = self.rng.uniform(low=RESET_LOW, high=RESET_HIGH, size=(4,))
+        self.steps = 0
+        self.terminated = self.truncated = False
+        return np.array(self.state, dtype=np.float32)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        x, x_dot, theta, theta_dot = self.state
+        force = FORCE if action == 1 else -FORCE
+        costheta = np.cos(theta)
+        sintheta = np.sin(theta)
+        # equations of motion: https://coneural.org/florian/papers/05_cart_pole.pdf
+        temp = (force + POLE_MASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
+        thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+            HALF_POLE_LENGTH * (4.0 / 3.0 - MASS_POLE * np.square(costheta) / TOTAL_MASS)
+        )
+        xacc = temp - POLE_MASS_LENGTH * thetaacc * costheta / TOTAL_MASS
+        x = x + TAU * x_dot  # Euler: positions move with the old velocities
+        x_dot = x_dot + TAU * xacc
+        theta = theta + TAU * theta_dot
+        theta_dot = theta_dot + TAU * thetaacc
+        self.state = np.array((x, x_dot, theta, theta_dot), dtype=np.float64)
+        self.steps += 1
+        self.terminated = bool(
+            x < -X_THRESHOLD
+            or x > X_THRESHOLD
+            or theta < -THETA_THRESHOLD
+            or theta > THETA_THRESHOLD
+        )
+        self.truncated = self.steps >= MAX_STEPS
+        return np.array(self.state, dtype=np.float32), 1.0, self.terminated or self.truncated
+
+
+# --- stdio: a line protocol for a bridge -----------------------------------------------
+
+MAX_LINE_BYTES = 4096
+
+
+class StdioPlant:
+    """A plant on the other side of two byte streams (stdin/stdout of the runtime).
+
+    Protocol, one message per line (UTF-8, `\\n`-terminated, whitespace-separated fields):
+
+    runtime -> bridge:  `reset`        start a new episode (the bridge may ignore it)
+                        `0` or `1`     the action for the current observation
+    bridge -> runtime:  `x v theta w`  an observation: 4 finite floats (optionally a 5th:
+                                       the reward of the last step, default 1)
+                        `done`         the episode is over (after an action); the runtime
+                                       answers `reset` and waits for the next observation
+                        blank lines and lines starting with `#` are ignored
+
+    The runtime answers every observation with exactly one action line. Any other line is
+    malformed: it is reported on stderr, counted in `malformed`, and skipped (the runtime
+    keeps waiting for a valid line). End of input ends the run (`PlantClosed`).
+    """
+
+    def __init__(
+        self,
+        infile: BinaryIO,
+        outfile: BinaryIO,
+        obs_dim: int = OBS_DIM,
+        should_stop: Callable[[], bool] = lambda: False,
+        poll_seconds: float = 0.1,
+    ) -> None:
+        self.obs_dim = obs_dim
+        self.infile = infile
+        self.outfile = outfile
+        self.should_stop = should_stop
+        self.poll_seconds = poll_seconds
+        self.malformed = 0
+        self.line_number = 0
+        self._buffer = b""
+        self._eof = False
+        self._last_obs = np.zeros(obs_dim, dtype=np.float32)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self._write(b"reset\n")
+        while True:
+            message = self._next_message()
+            if isinstance(message, tuple):
+                self._last_obs = message[0]
+                return message[0]
+            # a `done` before any observation closes nothing: keep waiting
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        self._write(b"1\n" if action == 1 else b"0\n")
+        message = self._next_message()
+        if message == "done":
+            return self._last_obs, 1.0, True
+        obs, reward = message
+        self._last_obs = obs
+        return obs, reward, False
+
+    # -- parsing ---------------------------------------------------------------------
+
+    def _next_message(self) -> str | tuple[np.ndarray, float]:
+        while True:
+            line = self._read_line()
+            self.line_number += 1
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                return self._parse(text)
+            except ValueError as error:
+                self.malformed += 1
+                log.error(
+                    "stdio plant: line %d skipped: %s (malformed lines so far: %d)",
+                    self.line_number,
+                    error,
+                    self.malformed,
+                )
+
+    def _parse(self, text: str) -> str | tuple[np.ndarray, float]:
+        if text == "done":
+            return "done"
+        fields = text.split()
+        if len(fields) not in (self.obs_dim, self.obs_dim + 1):
+            raise ValueError(
+                f"expected {self.obs_dim} floats (and optionally a reward) or 'done',"
+                f" got {_shorten(text)!r}"
+            )
+        try:
+            values = [float(value) for value in fields]
+        except ValueError:
+            raise ValueError(f"not a number in {_shorten(text)!r}") from None
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError(f"non-finite value in {_shorten(text)!r}")
+        reward = values[self.obs_dim] if len(values) > self.obs_dim else 1.0
+        return np.array(values[: self.obs_dim], dtype=np.float32), reward
+
+    # -- byte streams ----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.outfile.write(data)
+            self.outfile.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            raise PlantClosed("the bridge closed its input") from None
+
+    def _read_line(self) -> str:
+        """One line, at most MAX_LINE_BYTES; longer lines are cut and reported as malformed."""
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                raw, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+                return self._decode(raw)
+            if len(self._buffer) > MAX_LINE_BYTES:
+                self._skip_long_line()
+                continue
+            if self._eof:
+                if self._buffer:
+                    raw, self._buffer = self._buffer, b""
+                    return self._decode(raw)
+                raise PlantClosed("the bridge closed its output (end of input)")
+            self._fill()
+
+    def _decode(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "\ufffd" + raw.decode("utf-8", errors="replace")  # fails to parse, reported
+
+    def _skip_long_line(self) -> None:
+        self.line_number += 1
+        self.malformed += 1
+        log.error(
+            "stdio plant: line %d skipped: longer than %d bytes", self.line_number, MAX_LINE_BYTES
+        )
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                self._buffer = self._buffer[newline + 1 :]
+                return
+            self._buffer = b""
+            if self._eof:
+                return
+            self._fill()
+
+    def _fill(self) -> None:
+        """Read what is available; wait in short polls so that a stop request is seen."""
+        try:
+            fd = self.infile.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None:  # a file-like object without a descriptor (tests): read a line
+            chunk = self.infile.readline(MAX_LINE_BYTES + 1)
+        else:
+            while True:
+                if self.should_stop():
+                    raise PlantClosed("stop requested")
+                ready, _, _ = select.select([fd], [], [], self.poll_seconds)
+                if ready:
+                    break
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError as error:
+                raise PlantClosed(f"cannot read from the bridge: {error}") from None
+        if not chunk:
+            self._eof = True
+        self._buffer += chunk
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --- gym: any Gymnasium environment -----------------------------------------------------
+
+
+class GymPlant:
+    """A Gymnasium environment with two discrete actions; gymnasium is imported only here."""
+
+    def __init__(self, env_id: str = ENV_ID) -> None:
+        try:
+            import gymnasium
+        except ImportError:
+            raise PlantError(
+                "the gym plant needs gymnasium: pip install 'gymnasium[classic-control]'"
+            ) from None
+        try:
+            self.env = gymnasium.make(env_id)
+        except gymnasium.error.Error as error:
+            raise PlantError(f"cannot make Gymnasium environment {env_id!r}: {error}") from None
+        space, actions = self.env.observation_space, self.env.action_space
+        if not isinstance(actions, gymnasium.spaces.Discrete) or actions.n != 2:
+            self.env.close()
+            raise PlantError(
+                f"{env_id} has action space {actions}; the policy chooses between 2 actions"
+            )
+        if len(space.shape or ()) != 1:
+            self.env.close()
+            raise PlantError(f"{env_id} has observations of shape {space.shape}, expected a vector")
+        self.obs_dim = int(space.shape[0])
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        obs, _ = self.env.reset(seed=seed)
+        return np.asarray(obs, dtype=np.float32)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        obs, reward, terminated, truncated, _ = self.env.step(int(action))
+        return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated or truncated)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_plant(
+    name: str,
+    *,
+    env_id: str = ENV_ID,
+    stdin: Any = None,
+    stdout: Any = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Plant:
+    """Build the plant named by the config (`sim`, `stdio` or `gym`)."""
+    if name == "sim":
+        return CartPoleSim()
+    if name == "stdio":
+        return StdioPlant(stdin, stdout, should_stop=should_stop)
+    if name == "gym":
+        return GymPlant(env_id)
+    raise PlantError(f"unknown plant {name!r}; choose sim, stdio or gym")

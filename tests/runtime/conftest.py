@@ -1,0 +1,32 @@
+"""Fixtures for the runtime's tests: a policy that balances CartPole, written to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.policy import make_meta, save_policy
+
+# A linear controller push right when K . obs >= 0, expressed through ReLU pairs:
+# rows +K and -K in W1 and +1/-1 in W2 give W2 . relu(W1 obs) = K . obs, so p = sigmoid(K . obs).
+BALANCING_GAINS = np.array([0.5, 1.0, 10.0, 2.0], dtype=np.float32)  # x, x_dot, theta, theta_dot
+
+
+def balancing_params(hidden: int = 8) -> dict[str, np.ndarray]:
+    assert hidden % 2 == 0
+    pairs = hidden // 2
+    w1 = np.concatenate(
+        [np.tile(BALANCING_GAINS, (pairs, 1)), np.tile(-BALANCING_GAINS, (pairs, 1))]
+    )
+    w2 = np.concatenate([np.ones(pairs), -np.ones(pairs)]) / pairs
+    return {"W1": w1.astype(np.float32), "W2": w2.astype(np.float32)}
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    """A balancing, unsigned policy.npz (version 3, hidden 8)."""
+    path = tmp_path / "policy.npz"
+    save_policy(path, balancing_params(), make_meta(hidden=8, version=3))
+    return path

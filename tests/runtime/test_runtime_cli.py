@@ -1,0 +1,122 @@
+"""`python -m runtime` end to end: balancing, output formats, exit codes, no heavy imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.policy import init_params, make_meta, save_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("gymnasium", "onnx", "onnxruntime", "matplotlib", "pygame", "tqdm")
+BLOCK_HEAVY = f"""
+import sys
+for name in {HEAVY!r}:
+    sys.modules[name] = None  # importing any of them now raises ImportError
+from runtime.cli import main
+code = main(sys.argv[1:])
+loaded = [name for name in {HEAVY!r} if sys.modules.get(name) is not None]
+assert not loaded, loaded
+sys.exit(code)
+"""
+
+
+def run_blocked(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REINFORCE_EDGE_")}
+    env.pop("NOTIFY_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_HEAVY, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_balances_to_500_without_heavy_modules(policy_path: Path) -> None:
+    done = run_blocked("--policy", str(policy_path), "--episodes", "3", "--hz", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    episodes, summary = lines[:-1], lines[-1]
+    assert [e["return"] for e in episodes] == [500.0, 500.0, 500.0]
+    assert [e["episode"] for e in episodes] == [1, 2, 3]
+    for episode in episodes:
+        assert {
+            "episode",
+            "return",
+            "steps",
+            "decision_us_p50",
+            "decision_us_p99",
+            "overruns",
+        } <= set(episode)
+        assert (
+            episode["steps"] == 500 and episode["decision_us_p99"] >= episode["decision_us_p50"] > 0
+        )
+    assert summary["type"] == "summary" and summary["episodes"] == 3
+    assert summary["decisions"] == 1500 and summary["mean_return"] == 500.0
+    assert "unsigned" in done.stderr
+
+
+def test_help_imports_nothing_heavy() -> None:
+    done = run_blocked("--help")
+    assert done.returncode == 0, done.stderr
+    assert "--policy" in done.stdout and "--plant" in done.stdout
+
+
+def test_readable_lines(policy_path: Path, capsys) -> None:
+    assert main(["--policy", str(policy_path), "--episodes", "2", "--hz", "0"], environ={}) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("episode 1: return 500 in 500 steps, decision p50 ")
+    assert out[-1].startswith("done (episodes): 2 episodes, mean return 500, 1000 decisions")
+
+
+def test_the_seed_fixes_the_episodes(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "weak.npz"
+    save_policy(path, init_params(8, np.random.default_rng(0)), make_meta(hidden=8, version=1))
+
+    def returns(seed: int) -> list[float]:
+        args = ["--policy", str(path), "--episodes", "5", "--hz", "0", "--json"]
+        assert main([*args, "--seed", str(seed)], environ={}) == 0
+        return [json.loads(line)["return"] for line in capsys.readouterr().out.splitlines()[:-1]]
+
+    first = returns(11)
+    assert returns(11) == first and returns(12) != first
+
+
+def test_duration_bounds_the_run(policy_path: Path, capsys) -> None:
+    code = main(["--policy", str(policy_path), "--duration", "0.2", "--hz", "100", "--json"], {})
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["stopped_by"] == "duration" and summary["episodes"] == 0
+    assert 15 <= summary["decisions"] <= 20
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hz", "-1"], "hz = -1.0 is not allowed: expected a number in 0..10000 (from --hz)"),
+        (["--episodes", "0"], "episodes = 0 is not allowed"),
+        (["--duration", "-2"], "duration = -2.0 is not allowed"),
+        (["--hz", "fast"], "argument --hz: invalid float value: 'fast'"),
+        (["--plant", "robot"], "argument --plant: invalid choice: 'robot'"),
+        (["--backend", "torch"], "argument --backend: invalid choice"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(policy_path: Path, capsys, args, message) -> None:
+    assert main(["--policy", str(policy_path), *args], environ={}) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_no_policy_is_a_usage_error(capsys) -> None:
+    assert main(["--episodes", "1"], environ={}) == 2
+    assert "no policy given" in capsys.readouterr().err
