@@ -1,0 +1,322 @@
+"""`python -m export RUN_DIR_OR_POLICY`: write the policy's artifacts, each proven equal to it.
+
+Flow: load and validate the source policy -> set the version, sign -> render every artifact
+in memory -> write them into a staging directory beside the output -> check parity on the
+staged files -> write manifest.json -> rename each into place. Any error before the renames
+removes the staging directory, so no partial artifact is ever left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.c_header import render_header
+from export.console import Failure, InputError, Parser, positive_int
+from export.keys import load_private_key, sign
+from export.onnx_graph import build_onnx
+from export.parity import ParityReport, check_parity
+from runtime.constants import (
+    C_HEADER_FILE,
+    KEY_W1,
+    KEY_W2,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    POLICY_FILE,
+)
+from runtime.policy import (
+    Policy,
+    PolicyError,
+    atomic_write,
+    load_policy,
+    meta_to_json,
+    parse_policy,
+    policy_bytes,
+)
+from runtime.signing import verify_policy
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = "reinforce-edge export"
+DIST_DIR = "dist"
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version("reinforce-edge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and where; every field is also a command-line flag."""
+
+    source: Path = field(metadata={"help": "a run directory holding policy.npz, or a policy.npz"})
+    out: Path | None = field(
+        default=None, metadata={"help": "output directory (default: RUN_DIR/dist)"}
+    )
+    onnx: bool = field(default=False, metadata={"help": "also write policy.onnx"})
+    c: bool = field(default=False, metadata={"help": "also write policy.h (C99)"})
+    sign_key: Path | None = field(
+        default=None, metadata={"help": "Ed25519 private key (PEM) to sign policy.npz with"}
+    )
+    version: int | None = field(
+        default=None, metadata={"help": "set meta.version to this positive integer"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.version is not None and (
+            not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1
+        ):
+            raise ValueError(f"version must be a positive integer, got {self.version!r}")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    policy: Policy
+    files: list[Path]
+    parity: ParityReport
+    manifest: dict[str, Any]
+
+
+def export_policy(config: ExportConfig) -> ExportResult:
+    """Write the artifacts of `config`; InputError for bad input, Failure for parity."""
+    policy_path, default_out = resolve_source(config.source)
+    try:
+        source = load_policy(policy_path)
+    except PolicyError as error:
+        raise InputError(str(error)) from None
+    private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
+    policy = exported_policy(source, config.version, private_key)
+    artifacts = render_artifacts(policy, config.onnx, config.c)
+    out_dir = Path(config.out) if config.out is not None else default_out
+    return write_artifacts(out_dir, source, policy, artifacts)
+
+
+def resolve_source(source: Path) -> tuple[Path, Path]:
+    """(the policy.npz to read, the default output directory) for a run dir or a file."""
+    source = Path(source)
+    if source.is_dir():
+        policy_path = source / POLICY_FILE
+        if not policy_path.exists():
+            raise InputError(f"{source}: no {POLICY_FILE} in this run directory")
+        return policy_path, source / DIST_DIR
+    if not source.exists():
+        raise InputError(f"{source}: no such run directory or policy file")
+    return source, source.parent / DIST_DIR
+
+
+def exported_policy(source: Policy, version: int | None, private_key: Any | None) -> Policy:
+    """The policy to ship: `source` with its new version, signed when a key is given."""
+    meta = dict(source.meta)
+    if version is not None:
+        meta["version"] = version
+    meta_json = meta_to_json(meta)
+    w1 = np.asarray(source.params[KEY_W1], dtype=np.float32)
+    w2 = np.asarray(source.params[KEY_W2], dtype=np.float32)
+    if private_key is not None:
+        signature = sign(private_key, meta_json, w1, w2)
+    elif source.signature is not None and meta_json == source.meta_json:
+        signature = source.signature  # same content: the source's signature still covers it
+    else:
+        if source.signature is not None:
+            log.warning(
+                "warning: the source's signature does not cover the new meta and is dropped;"
+                " pass --sign KEY to sign the export"
+            )
+        signature = None
+    policy = parse_policy(policy_bytes(source.params, meta, signature))
+    if private_key is not None:
+        verify_policy(policy, private_key.public_key())  # the signature we just made checks out
+    return policy
+
+
+def render_artifacts(policy: Policy, onnx: bool, c: bool) -> dict[str, bytes]:
+    """File name -> bytes, in the order they are written (policy.npz first)."""
+    artifacts = {POLICY_FILE: policy_bytes(policy.params, policy.meta, policy.signature)}
+    assert hashlib.sha256(artifacts[POLICY_FILE]).hexdigest() == policy.sha256
+    if onnx:
+        artifacts[ONNX_FILE] = build_onnx(policy, tool_version())
+    if c:
+        artifacts[C_HEADER_FILE] = render_header(policy, tool_version()).encode("ascii")
+    return artifacts
+
+
+def write_artifacts(
+    out_dir: Path, source: Policy, policy: Policy, artifacts: dict[str, bytes]
+) -> ExportResult:
+    """Stage, check parity on the staged files, write the manifest, then rename into place."""
+    created_out = _make_out_dir(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=out_dir))
+    try:
+        for name, data in artifacts.items():
+            atomic_write(staging / name, data)
+        parity = staged_parity(staging, policy, artifacts)
+        problems = parity.failures()
+        if problems:
+            raise Failure(
+                f"parity check failed on {parity.observations} observations: "
+                f"{'; '.join(problems)}; no artifacts written"
+            )
+        manifest = make_manifest(source, policy, artifacts, parity)
+        manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write(staging / MANIFEST_FILE, manifest_bytes)
+        files = [out_dir / name for name in [*artifacts, MANIFEST_FILE]]
+        for path in files:
+            os.replace(staging / path.name, path)
+        _fsync_dir(out_dir)
+    except OSError as error:
+        _discard(staging, out_dir if created_out else None)
+        raise Failure(
+            f"cannot write to {out_dir}: {error.strerror or error}; no artifacts written"
+        ) from None
+    except BaseException:
+        _discard(staging, out_dir if created_out else None)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(out_dir, artifacts)
+    return ExportResult(out_dir, policy, files, parity, manifest)
+
+
+def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) -> ParityReport:
+    """Read the staged files back and compare each with the policy's forward pass."""
+    staged = load_policy(staging / POLICY_FILE)
+    for key in (KEY_W1, KEY_W2):
+        if not np.array_equal(staged.params[key], policy.params[key]):
+            raise Failure(f"{POLICY_FILE} read back with different {key}; no artifacts written")
+    onnx_model = (staging / ONNX_FILE).read_bytes() if ONNX_FILE in artifacts else None
+    header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
+    try:
+        return check_parity(staged.params, onnx_model=onnx_model, header=header)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise Failure(f"parity check could not run: {error}; no artifacts written") from None
+
+
+def make_manifest(
+    source: Policy, policy: Policy, artifacts: dict[str, bytes], parity: ParityReport
+) -> dict[str, Any]:
+    return {
+        "tool": TOOL_NAME,
+        "tool_version": tool_version(),
+        "policy_version": policy.version,
+        "hidden": policy.hidden,
+        "signed": policy.signature is not None,
+        "source_sha256": source.sha256,
+        "artifacts": [
+            {"file": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in artifacts.items()
+        ],
+        "parity": parity.as_dict(),
+    }
+
+
+def _make_out_dir(out_dir: Path) -> bool:
+    """Create the output directory; True when it did not exist before."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a directory")
+    existed = out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise InputError(f"cannot write to {out_dir}: {error.strerror or error}") from None
+    return not existed
+
+
+def _discard(staging: Path, created_out: Path | None) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    if created_out is not None:
+        with contextlib.suppress(OSError):  # only if empty: it was made for this export
+            created_out.rmdir()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(out_dir: Path, artifacts: dict[str, bytes]) -> None:
+    """An artifact from an earlier export that this one did not make would not match it."""
+    for name in (ONNX_FILE, C_HEADER_FILE):
+        stale = out_dir / name
+        if name not in artifacts and stale.is_file():
+            stale.unlink()
+            log.warning("warning: removed %s from an earlier export (not part of this one)", stale)
+
+
+def main(argv: list[str]) -> int:
+    """The default command: `python -m export RUN_DIR_OR_POLICY [flags]`."""
+    config = parse_args(argv)
+    result = export_policy(config)
+    print_summary(result)
+    return 0
+
+
+def parse_args(argv: list[str]) -> ExportConfig:
+    helps = {
+        name: spec.metadata["help"] for name, spec in ExportConfig.__dataclass_fields__.items()
+    }
+    parser = Parser(
+        prog="python -m export",
+        description="Export a trained policy: policy.npz (optionally signed), policy.onnx, "
+        "policy.h and manifest.json, each checked against the NumPy forward pass.",
+        epilog="Subcommands: `python -m export keygen --out DIR` makes a signing key pair; "
+        "`python -m export verify FILE --public-key PUB` checks a signature. "
+        "Exit codes: 0 ok, 1 parity failed, 2 bad usage or input.",
+    )
+    parser.add_argument("source", metavar="RUN_DIR_OR_POLICY", type=Path, help=helps["source"])
+    parser.add_argument("--out", type=Path, metavar="DIR", help=helps["out"])
+    parser.add_argument("--onnx", action="store_true", help=helps["onnx"])
+    parser.add_argument("--c", action="store_true", help=helps["c"])
+    parser.add_argument("--all", action="store_true", help="--onnx and --c")
+    parser.add_argument("--sign", type=Path, metavar="KEY", dest="sign_key", help=helps["sign_key"])
+    parser.add_argument("--version", type=positive_int, metavar="N", help=helps["version"])
+    args = parser.parse_args(argv)
+    return ExportConfig(
+        source=args.source,
+        out=args.out,
+        onnx=args.onnx or args.all,
+        c=args.c or args.all,
+        sign_key=args.sign_key,
+        version=args.version,
+    )
+
+
+def print_summary(result: ExportResult) -> None:
+    policy, parity = result.policy, result.parity
+    signed = "signed" if policy.signature is not None else "unsigned"
+    print(
+        f"exported policy version {policy.version} (hidden {policy.hidden}, {signed})"
+        f" to {result.out_dir}"
+    )
+    for entry in result.manifest["artifacts"]:
+        print(f"  {entry['file']:<12} {entry['size']:>8} bytes  sha256 {entry['sha256']}")
+    print(f"  {MANIFEST_FILE}")
+    checks = []
+    if parity.onnxruntime is not None:
+        checks.append(
+            f"onnxruntime {parity.onnxruntime:.2g}, onnx.reference {parity.reference:.2g}"
+        )
+    if parity.c is not None:
+        checks.append(f"C {parity.c:.2g} ({parity.c_action_mismatches} action mismatches)")
+    elif parity.c_skipped:
+        checks.append(f"C skipped ({parity.c_skipped})")
+    if checks:
+        print(f"parity, max abs error on {parity.observations} observations: {', '.join(checks)}")

@@ -1,0 +1,39 @@
+"""What every `python -m export` subcommand shares: one-line errors and their exit codes.
+
+Exit codes: 0 ok, 1 failure (a check did not pass), 2 bad usage or input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+INT64_MAX = 2**63 - 1  # ONNX model_version is an int64
+
+
+class InputError(Exception):
+    """Bad usage or input (exit 2); the message is the one line the user sees."""
+
+
+class Failure(Exception):
+    """The work failed, e.g. a parity check or writing the output (exit 1)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and an InputError instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer in 1..2**63-1, written in decimal."""
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if not 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer no larger than {INT64_MAX}, got {text!r}"
+        )
+    return value

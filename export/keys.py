@@ -1,0 +1,106 @@
+"""Ed25519 keys on the desktop: make a key pair, load the private key, sign a policy.
+
+The private key never leaves the machine that exports; a device holds only `signing.pub`
+and checks signatures with `runtime.signing.verify_policy`. The signature covers
+`runtime.policy.signed_bytes(meta_json, W1, W2)` (the definition is in the README).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.console import InputError, Parser
+from runtime.policy import atomic_write, signed_bytes
+
+log = logging.getLogger(__name__)
+
+PRIVATE_KEY_FILE = "signing.key"
+PUBLIC_KEY_FILE = "signing.pub"
+
+
+def generate_keypair(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write signing.key (PKCS8 PEM, mode 0600) and signing.pub (PEM); never overwrite."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out_dir = Path(out_dir)
+    private_path, public_path = out_dir / PRIVATE_KEY_FILE, out_dir / PUBLIC_KEY_FILE
+    for path in (private_path, public_path):
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path} already exists; refusing to overwrite a key")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create {out_dir}: {error.strerror or error}") from None
+
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        atomic_write(private_path, private_pem, mode=0o600)
+        atomic_write(public_path, public_pem, mode=0o644)
+    except OSError as error:
+        private_path.unlink(missing_ok=True)
+        raise InputError(f"cannot write keys to {out_dir}: {error.strerror or error}") from None
+    return private_path, public_path
+
+
+def load_private_key(path: str | os.PathLike) -> Any:
+    """An Ed25519 private key from a PEM file (PKCS8, unencrypted); InputError otherwise."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        mode = path.stat().st_mode
+    except IsADirectoryError:
+        raise InputError(f"signing key {path}: is a directory, expected a PEM file") from None
+    except OSError as error:
+        raise InputError(f"signing key {path}: cannot read: {error.strerror or error}") from None
+    if b"PUBLIC KEY" in data:
+        raise InputError(f"signing key {path}: is a public key; --sign needs the private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise InputError(f"signing key {path}: is encrypted; use an unencrypted key") from None
+    except Exception:  # bad PEM raises ValueError or, for some inputs, library-specific errors
+        raise InputError(f"signing key {path}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"signing key {path}: a {type(key).__name__}, expected Ed25519")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("warning: signing key %s is readable by others (chmod 600 it)", path)
+    return key
+
+
+def sign(private_key: Any, meta_json: str, w1: np.ndarray, w2: np.ndarray) -> bytes:
+    """The 64-byte Ed25519 signature over `signed_bytes(meta_json, W1, W2)`."""
+    return private_key.sign(signed_bytes(meta_json, w1, w2))
+
+
+def keygen_main(argv: list[str]) -> int:
+    """`python -m export keygen --out DIR`."""
+    parser = Parser(
+        prog="python -m export keygen",
+        description="Make an Ed25519 key pair: DIR/signing.key (private, PKCS8 PEM, mode 0600) "
+        "and DIR/signing.pub (public, PEM; the only key a device needs).",
+    )
+    parser.add_argument("--out", required=True, help="directory for signing.key and signing.pub")
+    args = parser.parse_args(argv)
+    private_path, public_path = generate_keypair(args.out)
+    print(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")
+    return 0
