@@ -15,7 +15,12 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.policy import Policy, make_meta, parse_policy, policy_bytes, signed_bytes
+from runtime.agent import Agent, AgentConfig
+from runtime.mqtt import broker_settings
+from runtime.policy import action_probability, make_meta, parse_policy, policy_bytes, signed_bytes
+from runtime.signing import load_public_key
+from runtime.slot import ActivePolicy, PolicySlot
+from runtime.state import StateStore, Stored
 
 # h = relu(W1 obs) with rows v and -v, logit = W2 . h = GAIN * (v . obs): a linear controller
 # that balances CartPole-v1 to 500; with W2 = (GAIN, GAIN) the logit is GAIN * |v . obs| >= 0,
@@ -73,8 +78,44 @@ def signed_policy(
     return policy_bytes(params, meta, signature)
 
 
-def parsed(data: bytes) -> Policy:
-    return parse_policy(data)
+PREFIX = "test-edge"
+
+
+def activate(policy) -> ActivePolicy:
+    return ActivePolicy(policy, lambda obs: float(action_probability(policy.params, obs)))
+
+
+class Device:
+    """An agent with its slot and state directory, without a control loop."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        port: int,
+        key: Ed25519PrivateKey,
+        pub: Path,
+        device_id: str = "dev-1",
+        **config: Any,
+    ) -> None:
+        self.state_dir = tmp_path / f"state-{device_id}"
+        self.store = StateStore(self.state_dir, public_key=load_public_key(pub))
+        self.store.load()
+        initial = signed_policy(5, key)
+        chosen = self.store.startup_choice(Stored(parse_policy(initial), initial))
+        self.slot = PolicySlot(activate(chosen.policy))
+        self.agent = Agent(
+            AgentConfig(device_id=device_id, topic_prefix=PREFIX, **config),
+            broker_settings(f"mqtt://127.0.0.1:{port}"),
+            self.slot,
+            activate,
+            self.store,
+            public_key=load_public_key(pub),
+        )
+        self.agent.start()
+        assert self.agent.ready.wait(5)
+
+    def stop(self) -> None:
+        self.agent.stop()
 
 
 class Watcher:

@@ -7,47 +7,19 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from runtime.agent import Agent, AgentConfig
-from runtime.mqtt import broker_settings
-from runtime.policy import action_probability, parse_policy
-from runtime.signing import load_public_key
-from runtime.slot import ActivePolicy, PolicySlot
-from runtime.state import StateStore, Stored
+from runtime.policy import parse_policy
+from runtime.state import StateStore
 from tests.conftest import start_broker
-from tests.ota_support import Watcher, bad_payloads, new_key, signed_policy, update_result
-
-PREFIX = "test-edge"
-
-
-def activate(policy) -> ActivePolicy:
-    return ActivePolicy(policy, lambda obs: float(action_probability(policy.params, obs)))
-
-
-class Device:
-    """An agent with its slot and state directory, without a control loop."""
-
-    def __init__(self, tmp_path: Path, port: int, key: Ed25519PrivateKey, pub: Path, **config):
-        self.state_dir = tmp_path / "state"
-        self.store = StateStore(self.state_dir, public_key=load_public_key(pub))
-        self.store.load()
-        initial = signed_policy(5, key)
-        chosen = self.store.startup_choice(Stored(parse_policy(initial), initial))
-        self.slot = PolicySlot(activate(chosen.policy))
-        self.agent = Agent(
-            AgentConfig(device_id="dev-1", topic_prefix=PREFIX, **config),
-            broker_settings(f"mqtt://127.0.0.1:{port}"),
-            self.slot,
-            activate,
-            self.store,
-            public_key=load_public_key(pub),
-        )
-        self.agent.start()
-        assert self.agent.ready.wait(5)
-
-    def stop(self) -> None:
-        self.agent.stop()
+from tests.ota_support import (
+    PREFIX,
+    Device,
+    Watcher,
+    bad_payloads,
+    new_key,
+    signed_policy,
+    update_result,
+)
 
 
 @pytest.fixture
@@ -172,7 +144,7 @@ def test_health_rollback_refuses_the_version_afterwards(tmp_path, broker, keys, 
     finally:
         device.stop()
     # the refusal and the highest version survive a restart
-    store = StateStore(tmp_path / "state")
+    store = StateStore(tmp_path / "state-dev-1")
     store.load()
     assert 6 in store.refused and store.highest_version == 6
     assert store.current is not None and store.current.policy.version == 5

@@ -1,0 +1,364 @@
+"""`python -m export push` and `python -m export status`: updates and the fleet's state over MQTT.
+
+    python -m export push dist/policy.npz --device pi-1 --device pi-2 --broker mqtt://host
+    python -m export push dist/policy.npz --fleet --broker mqtts://host --ca-file ca.pem
+    python -m export status --broker mqtt://host
+
+`push` publishes the exact bytes of the file (QoS 1; retained on the fleet topic, so a device
+that connects later still gets it), then waits for each targeted device's retained status to
+report that file (by sha256): applied, rejected (with the device's reason) or rolled back. With
+`--fleet` the targets are the devices whose retained status says online. Exit 0 only when every
+target applied it, 1 otherwise (or when the broker is unreachable), 2 for bad input.
+
+Both commands learn when the broker has delivered every retained status by publishing a marker
+on a private topic after subscribing: a broker delivers one client's messages in order, so the
+marker arrives after the last retained status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from runtime.constants import (
+    DEFAULT_TOPIC_PREFIX,
+    TOPIC_ALL_STATUS,
+    TOPIC_DEVICE_POLICY,
+    TOPIC_FLEET_POLICY,
+)
+from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from_args
+from runtime.policy import PolicyError, parse_policy
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the devices enforce their own (smaller) limit
+
+
+class UsageError(Exception):
+    """Bad usage or input: one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+@dataclass
+class Outcome:
+    """One target's answer: applied / rejected / rolled_back / timeout / skipped."""
+
+    device: str
+    result: str = "timeout"
+    reason: str = ""
+    seconds: float | None = None
+
+
+class StatusBoard:
+    """Subscribes to every device's retained status and keeps the newest per device."""
+
+    def __init__(self, settings: BrokerSettings, prefix: str, connect_timeout: float) -> None:
+        self.prefix = prefix
+        self.status: dict[str, dict[str, Any]] = {}
+        self.changed = threading.Condition()
+        self._marker_topic = f"{prefix}/push/{uuid.uuid4().hex}"
+        self._marker_seen = threading.Event()
+        self._connected = threading.Event()
+        self._listeners: list[Any] = []
+        self.client = make_client(settings, f"reinforce-edge-push-{uuid.uuid4().hex[:12]}")
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.settings = settings
+        self.connect_timeout = connect_timeout
+
+    def open(self) -> None:
+        """Connect, subscribe, and return once every retained status has been received."""
+        try:
+            self.client.connect(self.settings.host, self.settings.port, keepalive=30)
+        except (OSError, ValueError) as error:
+            raise ConnectionError(f"cannot connect to {self.settings.url}: {error}") from None
+        self.client.loop_start()
+        if not self._connected.wait(self.connect_timeout):
+            self.close()
+            raise ConnectionError(f"broker {self.settings.url} did not accept the connection")
+        status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
+        self.client.subscribe([(status_topic, 1), (self._marker_topic, 1)])
+        self.client.publish(self._marker_topic, b"", qos=1)
+        if not self._marker_seen.wait(self.connect_timeout):
+            self.close()
+            raise ConnectionError(f"broker {self.settings.url} did not deliver the statuses")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            logger.error("broker refused the connection: %s", reason_code)
+            return
+        self._connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic == self._marker_topic:
+            self._marker_seen.set()
+            return
+        device = message.topic[len(self.prefix) + len("/devices/") :].rsplit("/", 1)[0]
+        try:
+            body = json.loads(message.payload) if message.payload else None
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        with self.changed:
+            self.status[device] = body
+            for listener in self._listeners:
+                listener(device, body, bool(message.retain))
+            self.changed.notify_all()
+
+    def listen(self, listener: Any) -> None:
+        with self.changed:
+            self._listeners.append(listener)
+
+
+def _verdict(body: dict[str, Any], sha256: str, retained: bool) -> tuple[str, str] | None:
+    """(result, reason) when this status answers for the file with `sha256`, else None."""
+    last = body.get("last_update") or {}
+    if not retained and last.get("sha256") == sha256:
+        return str(last.get("result")), str(last.get("reason") or "")
+    if body.get("policy_sha256") == sha256 and body.get("state") == "online":
+        return "applied", "" if not retained else "already running this version"
+    return None
+
+
+def push(
+    data: bytes,
+    settings: BrokerSettings,
+    *,
+    devices: Sequence[str] = (),
+    fleet: bool = False,
+    prefix: str = DEFAULT_TOPIC_PREFIX,
+    timeout: float = 10.0,
+) -> list[Outcome]:
+    """Publish `data` and wait (up to `timeout` s) for each target's answer."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    board = StatusBoard(settings, prefix, connect_timeout=min(timeout, 10.0))
+    board.open()
+    try:
+        with board.changed:
+            known = dict(board.status)
+        if fleet:
+            online = sorted(d for d, s in known.items() if s.get("state") == "online")
+            skipped = [
+                Outcome(d, "skipped", "offline: gets the retained fleet policy on reconnect")
+                for d in sorted(set(known) - set(online))
+            ]
+            targets = online
+        else:
+            targets, skipped = list(dict.fromkeys(devices)), []
+        outcomes = {device: Outcome(device) for device in targets}
+        started = time.monotonic()
+
+        def on_status(device: str, body: dict[str, Any], retained: bool) -> None:
+            outcome = outcomes.get(device)
+            if outcome is None or outcome.seconds is not None:
+                return
+            verdict = _verdict(body, sha256, retained)
+            if verdict is not None:
+                outcome.result, outcome.reason = verdict
+                outcome.seconds = time.monotonic() - started
+
+        board.listen(on_status)
+        with board.changed:  # a target that already runs this exact file has answered
+            for device in targets:
+                if device in known:
+                    on_status(device, known[device], True)
+        if fleet:
+            topic = TOPIC_FLEET_POLICY.format(prefix=prefix)
+            board.client.publish(topic, data, qos=1, retain=True)
+        else:
+            for device in targets:
+                topic = TOPIC_DEVICE_POLICY.format(prefix=prefix, device_id=device)
+                board.client.publish(topic, data, qos=1)
+        deadline = started + timeout
+        with board.changed:
+            while any(o.seconds is None for o in outcomes.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                board.changed.wait(remaining)
+            for outcome in outcomes.values():
+                if outcome.seconds is None:
+                    state = (known.get(outcome.device) or {}).get("state")
+                    outcome.reason = f"no answer within {timeout:g} s" + (
+                        f" (device {state})" if state else " (no status: unknown device?)"
+                    )
+        return [*outcomes.values(), *skipped]
+    finally:
+        board.close()
+
+
+def read_statuses(settings: BrokerSettings, prefix: str, timeout: float) -> dict[str, dict]:
+    board = StatusBoard(settings, prefix, connect_timeout=timeout)
+    board.open()
+    try:
+        with board.changed:
+            return dict(board.status)
+    finally:
+        board.close()
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def outcome_table(outcomes: Sequence[Outcome]) -> str:
+    rows = [
+        (
+            o.device,
+            o.result,
+            o.reason or "-",
+            "-" if o.seconds is None else f"{o.seconds:.3f}",
+        )
+        for o in outcomes
+    ]
+    return format_table(("device", "result", "reason", "seconds"), rows)
+
+
+def status_table(statuses: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for device, body in sorted(statuses.items()):
+        last = body.get("last_update") or {}
+        rows.append(
+            (
+                device,
+                str(body.get("state", "?")),
+                str(body.get("policy_version", "-")),
+                str(body.get("policy_sha256") or "-")[:12],
+                str(last.get("result") or "-"),
+                str(last.get("version") or "-"),
+                str(last.get("reason") or "-"),
+                str(body.get("at") or "-"),
+            )
+        )
+    header = ("device", "state", "version", "sha256", "last update", "of version", "reason", "at")
+    return format_table(header, rows)
+
+
+# --- command lines ----------------------------------------------------------------------------
+
+
+def build_push_parser(prog: str = "python -m export push") -> Parser:
+    parser = Parser(prog=prog, description="Publish a signed policy.npz to devices over MQTT.")
+    parser.add_argument("file", help="policy.npz to publish (as `python -m export` wrote it)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--device", action="append", metavar="ID", help="a target device (repeat for more)"
+    )
+    target.add_argument("--fleet", action="store_true", help="every device (retained)")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the answers"
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    add_broker_arguments(parser, required=True)
+    return parser
+
+
+def build_status_parser(prog: str = "python -m export status") -> Parser:
+    parser = Parser(prog=prog, description="List devices and their state from retained status.")
+    parser.add_argument("--timeout", type=float, default=5.0, help="connect timeout, seconds")
+    parser.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    add_broker_arguments(parser, required=True)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> BrokerSettings:
+    try:
+        return settings_from_args(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _run(body: Any) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return body()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def push_main(argv: Sequence[str] | None = None) -> int:
+    def body() -> int:
+        args = build_push_parser().parse_args(argv)
+        if not 0 < args.timeout <= 3600:
+            raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
+        settings = _settings(args)
+        path = Path(args.file)
+        try:
+            data = path.read_bytes()
+            policy = parse_policy(data, max_bytes=MAX_FILE_BYTES)
+        except OSError as error:
+            raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
+        except PolicyError as error:
+            raise UsageError(f"{path}: {error}") from None
+        if policy.signature is None:
+            logger.warning("%s is unsigned: devices with a public key will reject it", path)
+        prefix = args.topic_prefix or DEFAULT_TOPIC_PREFIX
+        outcomes = push(
+            data,
+            settings,
+            devices=args.device or (),
+            fleet=args.fleet,
+            prefix=prefix,
+            timeout=args.timeout,
+        )
+        if args.json:
+            print(json.dumps([o.__dict__ for o in outcomes], indent=1))
+        else:
+            print(f"pushed {path} version {policy.version} sha256 {policy.sha256[:12]}...")
+            print(outcome_table(outcomes) if outcomes else "no online devices")
+        counted = [o for o in outcomes if o.result != "skipped"]
+        ok = bool(counted) and all(o.result == "applied" for o in counted)
+        return EXIT_OK if ok else EXIT_FAILURE
+
+    return _run(body)
+
+
+def status_main(argv: Sequence[str] | None = None) -> int:
+    def body() -> int:
+        args = build_status_parser().parse_args(argv)
+        if not 0 < args.timeout <= 3600:
+            raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
+        settings = _settings(args)
+        statuses = read_statuses(settings, args.topic_prefix or DEFAULT_TOPIC_PREFIX, args.timeout)
+        if args.json:
+            print(json.dumps(statuses, indent=1, sort_keys=True))
+        else:
+            print(status_table(statuses) if statuses else "no devices have reported a status")
+        return EXIT_OK
+
+    return _run(body)
