@@ -3,6 +3,8 @@
     python -m export RUN_DIR_OR_POLICY [flags]   the default: export (export/build.py)
     python -m export keygen --out DIR            export/keys.py
     python -m export verify FILE --public-key P  export/verify.py
+    python -m export push FILE --fleet --broker URL   export/push.py
+    python -m export status --broker URL         export/push.py
 
 A new subcommand is one line in SUBCOMMANDS ("name": ("module:function", "summary")) and a
 module whose function takes the remaining arguments and returns an exit code. A first
@@ -22,6 +24,8 @@ from export.console import Failure, InputError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("export.keys:keygen_main", "make an Ed25519 key pair for signing"),
     "verify": ("export.verify:main", "check the signature of a policy.npz"),
+    "push": ("export.push:push_main", "publish a policy to devices or the fleet over MQTT"),
+    "status": ("export.push:status_main", "list devices from their retained MQTT status"),
 }
 DEFAULT_COMMAND = "export.build:main"
 
