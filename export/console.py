@@ -32,8 +32,8 @@ def positive_int(text: str) -> int:
         value = int(text.strip(), 10)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if not 1 <= value <= INT64_MAX:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive integer no larger than {INT64_MAX}, got {text!r}"
-        )
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {INT64_MAX} (int64), got {text!r}")
     return value
