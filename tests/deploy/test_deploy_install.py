@@ -1,0 +1,253 @@
+"""deploy/install.sh under a temporary --prefix: install, no-op second run, dry run, uninstall."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL = ROOT / "deploy" / "install.sh"
+SCRIPTS = [
+    INSTALL,
+    ROOT / "deploy/mosquitto/make-certs.sh",
+    ROOT / "deploy/mosquitto/add-device.sh",
+]
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+
+
+def run_install(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess:
+    """install.sh with the test interpreter and no virtualenv build (that needs the network)."""
+    command = ["bash", str(INSTALL), "--python", sys.executable, *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root with its type, mode, size, mtime and content digest."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        state[str(path.relative_to(root))] = (info.st_mode, info.st_size, info.st_mtime_ns, digest)
+    return state
+
+
+def installed_files(root: Path) -> list[str]:
+    """Files (not directories) under root."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    """Stand-ins for what an operator hands the script (the script only copies them)."""
+    files = {
+        "policy": b"PK\x03\x04 stand-in for policy.npz",
+        "public-key": b"-----BEGIN PUBLIC KEY-----\n...\n",
+        "ca-file": b"-----BEGIN CERTIFICATE-----\nca\n",
+        "cert": b"-----BEGIN CERTIFICATE-----\ndevice\n",
+        "key": b"-----BEGIN PRIVATE KEY-----\ndevice\n",
+        "password-file": b"s3cret-password\n",
+    }
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / name
+        paths[name].write_bytes(data)
+    return paths
+
+
+def full_args(prefix: Path, inputs: dict[str, Path]) -> list[str | Path]:
+    args: list[str | Path] = ["--prefix", prefix, "--skip-venv", "--device-id", "pi-07"]
+    args += ["--broker", "mqtts://broker.lan:8883", "--realtime", "--serial-device", "/dev/ttyUSB1"]
+    for name, path in inputs.items():
+        args += [f"--{name}", path]
+    return args
+
+
+def test_install_under_prefix_then_second_run_is_a_no_op(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    first = run_install(*full_args(prefix, inputs), check=True)
+    assert "not creating the user reinforce-edge" in first.stdout  # --prefix: no user, no chown
+
+    etc = prefix / "etc/reinforce-edge"
+    assert (etc / "policy.npz").read_bytes() == inputs["policy"].read_bytes()
+    assert (etc / "fleet.pub").read_bytes() == inputs["public-key"].read_bytes()
+    assert (etc / "tls/device.key").stat().st_mode & 0o077 == 0o040  # group read, no others
+    assert (etc / "mqtt.env").read_text() == "REINFORCE_EDGE_MQTT_PASSWORD=s3cret-password\n"
+    assert (etc / "mqtt.env").stat().st_mode & 0o777 == 0o600
+    assert (prefix / "var/lib/reinforce-edge").is_dir()
+    unit = prefix / "etc/systemd/system/reinforce-edge.service"
+    assert unit.read_bytes() == (ROOT / "deploy/reinforce-edge.service").read_bytes()
+    dropins = prefix / "etc/systemd/system/reinforce-edge.service.d"
+    assert "CPUSchedulingPolicy=fifo" in (dropins / "realtime.conf").read_text()
+    assert "DeviceAllow=/dev/ttyUSB1 rw" in (dropins / "serial.conf").read_text()
+    assert not (prefix / "opt").exists()  # --skip-venv
+
+    config = tomllib.loads((etc / "runtime.toml").read_text())
+    assert config["broker"] == "mqtts://broker.lan:8883"
+    assert config["device_id"] == config["username"] == "pi-07"
+    assert config["public_key"] == "/etc/reinforce-edge/fleet.pub"  # paths on the board
+    assert config["cert"] == "/etc/reinforce-edge/tls/device.crt"
+    assert "s3cret" not in (etc / "runtime.toml").read_text()  # the password stays in mqtt.env
+
+    before = snapshot(prefix)
+    second = run_install(*full_args(prefix, inputs), check=True)
+    assert "nothing to do" in second.stdout
+    assert snapshot(prefix) == before
+
+
+def test_minimal_install_leaves_mqtt_and_tls_commented_out(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install("--prefix", prefix, "--skip-venv", "--policy", inputs["policy"], check=True)
+    config = tomllib.loads((prefix / "etc/reinforce-edge/runtime.toml").read_text())
+    assert config == {"policy": "/etc/reinforce-edge/policy.npz", "plant": "sim", "hz": 50}
+    assert not (prefix / "etc/systemd/system/reinforce-edge.service.d").exists()
+
+
+def test_runtime_toml_is_never_overwritten(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    config = prefix / "etc/reinforce-edge/runtime.toml"
+    config.write_text('policy = "/etc/reinforce-edge/policy.npz"\nhz = 100\n')
+    again = [*full_args(prefix, inputs)]
+    again[again.index("mqtts://broker.lan:8883")] = "mqtts://other.lan:8883"
+    result = run_install(*again, check=True)
+    assert "kept" in result.stdout and "never overwritten" in result.stdout
+    assert config.read_text() == 'policy = "/etc/reinforce-edge/policy.npz"\nhz = 100\n'
+
+
+def test_a_changed_policy_is_replaced_and_reported(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    inputs["policy"].write_bytes(b"PK\x03\x04 a newer policy")
+    result = run_install(*full_args(prefix, inputs), check=True)
+    assert "install " + str(prefix / "etc/reinforce-edge/policy.npz") in result.stdout
+    assert "1 change(s)" in result.stdout
+
+
+def test_dry_run_changes_nothing(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    result = run_install(*full_args(prefix, inputs), "--dry-run", check=True)
+    assert not prefix.exists()
+    assert "would install" in result.stdout and "nothing was changed" in result.stdout
+    assert str(prefix / "etc/reinforce-edge/runtime.toml") in result.stdout
+
+    run_install(*full_args(prefix, inputs), check=True)
+    before = snapshot(prefix)
+    inputs["policy"].write_bytes(b"PK\x03\x04 newer")
+    result = run_install(*full_args(prefix, inputs), "--dry-run", check=True)
+    assert "would install " + str(prefix / "etc/reinforce-edge/policy.npz") in result.stdout
+    for flags in (["--uninstall"], ["--uninstall", "--purge"]):
+        result = run_install("--prefix", prefix, *flags, "--dry-run", check=True)
+        assert "would remove" in result.stdout
+    assert snapshot(prefix) == before
+
+
+def test_dry_run_plans_a_device_only_virtualenv(tmp_path):
+    result = run_install("--prefix", tmp_path / "root", "--dry-run", check=True)
+    plan = result.stdout
+    assert f"{sys.executable} -m venv --system-site-packages" in plan
+    assert "pip install .[device]" in plan  # only the core and the device extra
+    assert not (tmp_path / "root").exists()
+
+
+def test_uninstall_removes_what_was_installed_and_keeps_state(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    state = prefix / "var/lib/reinforce-edge"
+    (state / "current.npz").write_bytes(b"an update received over MQTT")
+
+    result = run_install("--prefix", prefix, "--uninstall", check=True)
+    assert installed_files(prefix) == ["var/lib/reinforce-edge/current.npz"]
+    assert "kept" in result.stdout
+
+    result = run_install("--prefix", prefix, "--uninstall", "--purge", check=True)
+    assert installed_files(prefix) == [] and not state.exists()
+    result = run_install("--prefix", prefix, "--uninstall", check=True)
+    assert "nothing to remove" in result.stdout
+
+
+def test_uninstall_keeps_an_edited_config_unless_purged(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    config = prefix / "etc/reinforce-edge/runtime.toml"
+    config.write_text(config.read_text() + "hz = 100\n")
+    result = run_install("--prefix", prefix, "--uninstall", check=True)
+    assert config.exists() and "it was edited" in result.stdout
+    run_install("--prefix", prefix, "--uninstall", "--purge", check=True)
+    assert not config.exists() and installed_files(prefix) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--policy"], "--policy needs a value"),
+        (["--policy", "/nonexistent/policy.npz"], "no such file"),
+        (["--public-key", "/nonexistent/fleet.pub"], "no such file"),
+        (["--purge"], "--purge goes with --uninstall"),
+        (["--broker", "http://broker:1883"], "expected mqtt://HOST[:PORT]"),
+        (["--broker", "mqtt://broker"], "--broker needs --public-key"),
+        (["--device-id", "a/b"], "--device-id 'a/b'"),
+        (["--device-id", "pi:1"], "--device-id 'pi:1'"),
+        (["--serial-device", "ttyACM0"], "expected a /dev/ path"),
+        (["--python", "/nonexistent/python3"], "not found"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(tmp_path, args, message):
+    prefix = tmp_path / "root"
+    result = run_install("--prefix", prefix, "--skip-venv", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == "" and not prefix.exists()
+
+
+def test_cert_without_key_and_tls_without_mqtts_exit_2(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    result = run_install("--prefix", prefix, "--cert", inputs["cert"])
+    assert result.returncode == 2 and "--cert and --key go together" in result.stderr
+    result = run_install("--prefix", prefix, "--ca-file", inputs["ca-file"])
+    assert result.returncode == 2 and "need an mqtts://" in result.stderr
+
+
+def test_python_older_than_3_10_exits_2(tmp_path):
+    old = tmp_path / "python3.9"
+    old.write_text("#!/bin/sh\necho 3.9\n")
+    old.chmod(0o755)
+    result = run_install("--prefix", tmp_path / "root", "--python", old)
+    assert result.returncode == 2 and "Python >= 3.10 is needed" in result.stderr
+
+
+def test_not_root_without_prefix_exits_2():
+    # The script comes on stdin, so the plain user needs no access to the checkout.
+    command = ["bash", "-s", "--", "--skip-venv"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is missing: cannot drop to a plain user")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    with open(INSTALL, "rb") as script:
+        result = subprocess.run(
+            command, stdin=script, capture_output=True, text=True, timeout=30, cwd="/"
+        )
+    assert result.returncode == 2 and "run as root" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_scripts_are_shellcheck_clean():
+    result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
