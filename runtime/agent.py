@@ -357,8 +357,11 @@ class Agent:
 
     def on_episode(self, result: Any) -> None:
         """Episode listener (control loop thread): record the return, maybe ask for rollback."""
-        episode_return = result["return"] if isinstance(result, dict) else result.episode_return
-        decision = self.health.record(self.slot.active.policy.version, float(episode_return))
+        if isinstance(result, dict):
+            episode_return, version = result["return"], self.slot.active.policy.version
+        else:  # runtime.loop.EpisodeResult
+            episode_return, version = result.episode_return, result.policy_version
+        decision = self.health.record(version, float(episode_return))
         if decision is not None:
             self._mailbox.put(("rollback", decision))
 
@@ -415,6 +418,7 @@ class Agent:
         }
         if self.stats is not None:
             sample.update(self.stats())
+        sample["policy_version"] = self.slot.active.policy.version  # not the last episode's
         for key, value in sample.items():  # JSON has no NaN or inf
             if isinstance(value, float) and not math.isfinite(value):
                 sample[key] = None
@@ -428,3 +432,104 @@ class Agent:
             self.client.publish(
                 self.topics["telemetry"], json_bytes(self.telemetry()), qos=TELEMETRY_QOS
             )
+
+
+# --- wiring into `python -m runtime` ---------------------------------------------------------
+
+
+def default_device_id() -> str:
+    import socket
+
+    name = socket.gethostname().split(".")[0]
+    if not re.fullmatch(DEVICE_ID_PATTERN, name):
+        raise ValueError(f"the host name {name!r} is not a valid device id: give --device-id")
+    return name
+
+
+def start_agent(runtime: Any) -> Agent | None:
+    """Resume the newest persisted policy, then start the agent when a broker is configured.
+
+    `runtime` is `runtime.cli.Runtime` (config, policy_path, plant, slot, loop, listeners);
+    this runs before the loop's first decision. Bad settings raise ConfigError (exit 2).
+    """
+    from runtime.backends import make_active
+    from runtime.config import ConfigError
+    from runtime.mqtt import broker_settings
+    from runtime.policy import PolicyError
+    from runtime.state import default_state_dir
+
+    config = runtime.config
+    if config.backend != "numpy":
+        logger.warning("over-the-air updates run on the numpy backend (an update has no ONNX)")
+
+    def activate(policy: Policy) -> ActivePolicy:
+        return make_active(policy, "numpy")
+
+    try:
+        public_key = None
+        if config.public_key is not None:
+            from runtime.signing import load_public_key
+
+            public_key = load_public_key(config.public_key)
+        store = StateStore(
+            config.state_dir or default_state_dir(),
+            obs_dim=runtime.plant.obs_dim,
+            max_bytes=config.max_policy_bytes,
+            public_key=public_key,
+        )
+        store.load()
+        running = runtime.slot.active.policy
+        data = runtime.policy_path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != running.sha256:
+            raise ValueError(f"{runtime.policy_path} changed while the runtime was starting")
+        chosen = store.startup_choice(Stored(running, data))
+        if chosen.policy.sha256 != running.sha256:
+            runtime.slot.swap(activate(chosen.policy))
+            logger.info(
+                "resuming policy version %d from %s (newer than --policy version %d)",
+                chosen.policy.version,
+                store.directory,
+                running.version,
+            )
+        if config.broker is None:
+            return None
+        agent = Agent(
+            AgentConfig(
+                device_id=config.device_id or default_device_id(),
+                topic_prefix=config.topic_prefix,
+                telemetry_interval=config.telemetry_interval,
+                max_payload_bytes=config.max_policy_bytes,
+                probation_episodes=config.probation_episodes,
+                rollback_below=config.rollback_below,
+                allow_unsigned=config.insecure_allow_unsigned,
+                obs_dim=runtime.plant.obs_dim,
+            ),
+            broker_settings(
+                config.broker,
+                ca_file=config.ca_file,
+                cert=config.cert,
+                key=config.key,
+                username=config.username,
+                password_file=config.password_file,
+            ),
+            runtime.slot,
+            activate,
+            store,
+            public_key=public_key,
+            stats=runtime.loop.stats.snapshot,
+        )
+    except (ValueError, OSError) as error:
+        if isinstance(error, (ConfigError, PolicyError)):
+            raise
+        raise ConfigError(str(error)) from None
+    if public_key is None:
+        logger.warning("--insecure-allow-unsigned: updates are applied WITHOUT signature checks")
+    runtime.listeners.append(agent)
+    agent.start()
+    logger.info(
+        "MQTT agent for device %s on %s (state in %s)",
+        agent.config.device_id,
+        agent.broker.url,
+        store.directory,
+    )
+    return agent

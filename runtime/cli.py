@@ -89,6 +89,39 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_const", const=True, help="one JSON object per episode + summary"
     )
     group.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    add_mqtt_arguments(parser)
+
+
+def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
+    """Over-the-air updates and telemetry (runtime/agent.py); each `dest` is a config field."""
+    group = parser.add_argument_group("MQTT updates and telemetry")
+    group.add_argument("--broker", metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    group.add_argument("--device-id", metavar="ID", help="id in the topics (default: host name)")
+    group.add_argument("--topic-prefix", metavar="P", help="topic prefix (reinforce-edge)")
+    group.add_argument("--state-dir", metavar="DIR", help="where accepted updates persist")
+    group.add_argument(
+        "--telemetry-interval", type=float, metavar="S", help="seconds between samples (5)"
+    )
+    group.add_argument("--ca-file", metavar="PEM", help="CA bundle for mqtts://")
+    group.add_argument("--cert", metavar="PEM", help="client certificate for mqtts://")
+    group.add_argument("--key", metavar="PEM", help="client private key for mqtts://")
+    group.add_argument("--username", help="broker user name (password: env or --password-file)")
+    group.add_argument("--password-file", metavar="FILE", help="file holding the password")
+    group.add_argument(
+        "--probation-episodes", type=int, metavar="N", help="episodes watched after an update (5)"
+    )
+    group.add_argument(
+        "--rollback-below",
+        type=float,
+        metavar="R",
+        help="roll back when the probation mean return is below R (default: half the old mean)",
+    )
+    group.add_argument(
+        "--insecure-allow-unsigned",
+        action="store_const",
+        const=True,
+        help="accept unsigned updates (warns on every update)",
+    )
 
 
 def config_from_args(
@@ -114,8 +147,13 @@ class Runtime:
 
 
 def start_services(runtime: Runtime) -> list[Any]:
-    """Start what runs beside the loop; each returned object has `stop()`. None yet."""
-    return []
+    """Start what runs beside the loop; each returned object has `stop()`."""
+    if runtime.config.broker is None and runtime.config.state_dir is None:
+        return []
+    from runtime.agent import start_agent  # MQTT code is loaded only when asked for
+
+    agent = start_agent(runtime)
+    return [agent] if agent is not None else []
 
 
 class Reporter:

@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.constants import DEFAULT_MAX_POLICY_BYTES, ENV_ID, ENV_PREFIX
+from runtime.constants import (
+    DEFAULT_MAX_POLICY_BYTES,
+    DEFAULT_PROBATION_EPISODES,
+    DEFAULT_TELEMETRY_INTERVAL_S,
+    DEFAULT_TOPIC_PREFIX,
+    DEVICE_ID_PATTERN,
+    ENV_ID,
+    ENV_PREFIX,
+    TOPIC_PREFIX_PATTERN,
+)
 
 PLANTS = ("sim", "stdio", "gym")
 BACKENDS = ("numpy", "onnxruntime")
@@ -81,6 +90,39 @@ class RuntimeConfig:
         DEFAULT_MAX_POLICY_BYTES, "largest policy file accepted, in bytes", int
     )
     log_level: str = setting("info", f"logging level: {', '.join(LOG_LEVELS)}")
+    # --- MQTT agent: over-the-air updates and telemetry (runtime/agent.py) ---
+    broker: str | None = setting(
+        None, "MQTT broker URL mqtt://HOST[:PORT] or mqtts://HOST[:PORT]; enables updates",
+        parse_optional_str,
+    )  # fmt: skip
+    device_id: str | None = setting(
+        None, "this device's id in the MQTT topics (default: the host name)", parse_optional_str
+    )
+    topic_prefix: str = setting(DEFAULT_TOPIC_PREFIX, "MQTT topic prefix")
+    state_dir: str | None = setting(
+        None, "where updates persist (default /var/lib/reinforce-edge when writable, else"
+        " ~/.local/state/reinforce-edge)", parse_optional_str,
+    )  # fmt: skip
+    telemetry_interval: float = setting(
+        DEFAULT_TELEMETRY_INTERVAL_S, "seconds between telemetry messages", float
+    )
+    ca_file: str | None = setting(None, "CA bundle (PEM) for mqtts://", parse_optional_str)
+    cert: str | None = setting(None, "client certificate (PEM) for mqtts://", parse_optional_str)
+    key: str | None = setting(None, "client private key (PEM) for mqtts://", parse_optional_str)
+    username: str | None = setting(None, "broker user name", parse_optional_str)
+    password_file: str | None = setting(
+        None, f"file with the broker password ({ENV_PREFIX}MQTT_PASSWORD wins)", parse_optional_str
+    )
+    probation_episodes: int = setting(
+        DEFAULT_PROBATION_EPISODES, "episodes watched after an update before it is kept", int
+    )
+    rollback_below: float | None = setting(
+        None, "roll an update back when its probation mean return is below this"
+        " (default: half the previous policy's recent mean)", parse_optional_float,
+    )  # fmt: skip
+    insecure_allow_unsigned: bool = setting(
+        False, "accept updates without a valid signature (warns on every update)", parse_bool
+    )
 
     def __post_init__(self) -> None:
         for name, ok, allowed in _checks(self):
@@ -129,6 +171,71 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             f"an integer in 1..{MAX_POLICY_BYTES_LIMIT}",
         ),
         ("log_level", c.log_level in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+        *_mqtt_checks(c),
+    ]
+
+
+def _optional_str(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value != "")
+
+
+def _broker_url_ok(url: Any) -> bool:
+    from runtime.mqtt import parse_broker_url
+
+    try:
+        parse_broker_url(url)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _mqtt_checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
+    import re
+
+    return [
+        (
+            "broker",
+            c.broker is None or (isinstance(c.broker, str) and _broker_url_ok(c.broker)),
+            "mqtt://HOST[:PORT] or mqtts://HOST[:PORT], without user name or password",
+        ),
+        (
+            "device_id",
+            c.device_id is None
+            or (isinstance(c.device_id, str) and re.fullmatch(DEVICE_ID_PATTERN, c.device_id)),
+            "1-64 letters, digits, _ . : - (one topic level, no / + # or spaces)",
+        ),
+        (
+            "topic_prefix",
+            isinstance(c.topic_prefix, str) and re.fullmatch(TOPIC_PREFIX_PATTERN, c.topic_prefix),
+            "topic levels of letters, digits, _ . : - separated by /, no wildcards",
+        ),
+        ("state_dir", _optional_str(c.state_dir), "a directory path"),
+        (
+            "telemetry_interval",
+            _is_number(c.telemetry_interval) and 0.05 <= c.telemetry_interval <= 86400,
+            "a number of seconds in 0.05..86400",
+        ),
+        ("ca_file", _optional_str(c.ca_file), "a file path"),
+        ("cert", _optional_str(c.cert), "a file path"),
+        ("key", _optional_str(c.key), "a file path"),
+        ("username", _optional_str(c.username), "a user name"),
+        ("password_file", _optional_str(c.password_file), "a file path"),
+        (
+            "probation_episodes",
+            _is_int(c.probation_episodes) and 1 <= c.probation_episodes <= 10_000,
+            "an integer in 1..10000",
+        ),
+        (
+            "rollback_below",
+            c.rollback_below is None or _is_number(c.rollback_below),
+            "a finite number (or unset: half the previous policy's recent mean)",
+        ),
+        ("insecure_allow_unsigned", isinstance(c.insecure_allow_unsigned, bool), "true or false"),
+        (
+            "public_key",
+            c.broker is None or c.public_key is not None or c.insecure_allow_unsigned is True,
+            "an Ed25519 public key file when a broker is used (or --insecure-allow-unsigned)",
+        ),
     ]
 
 
