@@ -1,0 +1,181 @@
+"""The command line: dispatch, bad input (one line, exit 2, nothing written), parity failure
+(exit 1, nothing written) and the gcc-missing warning."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import export.cli as cli
+import export.parity as parity
+from export.cli import main
+from runtime.policy import init_params, make_meta, policy_bytes
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (hidden ones too) with its bytes."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+def wrong_shape_policy() -> bytes:
+    """A policy.npz whose W2 does not match W1."""
+    good = policy_bytes(init_params(4, np.random.default_rng(0)), make_meta(hidden=4, version=1))
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "W2.npy":
+                buffer = io.BytesIO()
+                np.save(buffer, np.zeros(3, dtype=np.float32))
+                data = buffer.getvalue()
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def nan_policy() -> bytes:
+    params = init_params(4, np.random.default_rng(0))
+    params["W2"][1] = np.nan
+    return policy_bytes(params, make_meta(hidden=4, version=1))
+
+
+def ec_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+BAD_INPUTS = {
+    # name: (files to create relative to tmp, argv after substitution, expected words)
+    "missing run dir": ({}, ["{tmp}/nowhere", "--all"], "no such run directory"),
+    "run dir without policy": ({"run/notes.txt": b"x"}, ["{tmp}/run"], "no policy.npz"),
+    "corrupt policy": ({"run/policy.npz": b"PK\x03\x04 garbage"}, ["{tmp}/run"], "not a"),
+    "truncated policy": ("truncated", ["{tmp}/run", "--all"], "policy.npz"),
+    "wrong shape": ({"run/policy.npz": wrong_shape_policy()}, ["{tmp}/run"], "W2 has shape"),
+    "nan weights": ({"run/policy.npz": nan_policy()}, ["{tmp}/run", "--c"], "non-finite"),
+    "version zero": ("good", ["{tmp}/run", "--version", "0"], "positive integer"),
+    "version negative": ("good", ["{tmp}/run", "--version", "-4"], "positive integer"),
+    "version text": ("good", ["{tmp}/run", "--version", "seven"], "positive integer"),
+    "version float": ("good", ["{tmp}/run", "--version", "2.5"], "positive integer"),
+    "missing key": ("good", ["{tmp}/run", "--all", "--sign", "{tmp}/no.key"], "cannot read"),
+    "garbage key": ("garbage key", ["{tmp}/run", "--sign", "{tmp}/k.key"], "not a PEM"),
+    "public key to sign": (
+        "good",
+        ["{tmp}/run", "--sign", "{tmp}/keys/signing.pub"],
+        "public key",
+    ),
+    "wrong key type": ("ec key", ["{tmp}/run", "--sign", "{tmp}/k.key"], "expected Ed25519"),
+    "out is a file": ("good", ["{tmp}/run", "--out", "{tmp}/run/policy.npz"], "not a directory"),
+    "unknown flag": ("good", ["{tmp}/run", "--onx"], "unrecognized arguments"),
+    "no source": ({}, [], "RUN_DIR_OR_POLICY"),
+    "keygen over a key": ({}, ["keygen", "--out", "{tmp}/keys"], "already exists"),
+    "keygen without out": ({}, ["keygen"], "--out"),
+    "verify missing file": (
+        "public key",
+        ["verify", "{tmp}/no.npz", "--public-key", "{tmp}/keys/signing.pub"],
+        "cannot read",
+    ),
+    "verify bad public key": (
+        "good",
+        ["verify", "{tmp}/run/policy.npz", "--public-key", "{tmp}/run/policy.npz"],
+        "not a PEM",
+    ),
+}
+
+
+@pytest.fixture
+def setup_case(tmp_path: Path, make_run, keys):
+    def setup(files) -> None:
+        if files in ("good", "truncated", "garbage key", "ec key"):
+            make_run(tmp_path / "run")
+        if files == "truncated":
+            policy = tmp_path / "run" / "policy.npz"
+            policy.write_bytes(policy.read_bytes()[:-40])
+        if files == "garbage key":
+            (tmp_path / "k.key").write_text("-----BEGIN PRIVATE KEY-----\nnope\n")
+        if files == "ec key":
+            (tmp_path / "k.key").write_bytes(ec_key_pem())
+        for name, data in (files if isinstance(files, dict) else {}).items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+
+    return setup
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    case: str, tmp_path: Path, setup_case, capsys
+) -> None:
+    files, argv, words = BAD_INPUTS[case]
+    setup_case(files)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main([arg.replace("{tmp}", str(tmp_path)) for arg in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert words in captured.err and "Traceback" not in captured.err
+    assert snapshot(tmp_path) == before  # no partial artifacts, nothing changed
+
+
+def test_parity_failure_exits_1_and_leaves_no_artifacts(run_dir: Path, monkeypatch, capsys):
+    assert main([str(run_dir), "--onnx"]) == 0  # an earlier, good export stays as it was
+    before = snapshot(run_dir)
+    truth = parity.reference_probabilities
+    monkeypatch.setattr(
+        parity, "reference_probabilities", lambda params, obs: truth(params, obs) + 1e-3
+    )
+    capsys.readouterr()
+    assert main([str(run_dir), "--all", "--version", "9"]) == 1
+    err = capsys.readouterr().err
+    assert "parity" in err and err.count("\n") == 1
+    assert snapshot(run_dir) == before
+
+
+def test_parity_failure_in_a_new_directory_removes_it(run_dir: Path, monkeypatch) -> None:
+    monkeypatch.setattr(parity, "reference_probabilities", lambda params, obs: obs[:, 0] * 0 + 2)
+    assert main([str(run_dir), "--c", "--out", str(run_dir / "new")]) == 1
+    assert not (run_dir / "new").exists()
+
+
+def test_missing_gcc_is_a_warning_line(run_dir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(parity, "gcc_path", lambda: None)
+    assert main([str(run_dir), "--c"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "gcc" in err
+    assert (run_dir / "dist" / "policy.h").exists()
+
+
+def test_help_and_subcommand_registration(run_dir: Path, monkeypatch, capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "keygen" in out and "verify" in out and "--onnx" in out
+    calls = []
+    monkeypatch.setitem(cli.SUBCOMMANDS, "hello", ("json:dumps", "test"))
+    monkeypatch.setattr("json.dumps", lambda argv: calls.append(argv) or 0)
+    assert main(["hello", "x", "--y"]) == 0 and calls == [["x", "--y"]]
+
+
+def test_the_design_command_works_in_a_subprocess(run_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "export", str(run_dir), "--onnx"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "dist" / "policy.onnx").exists()
