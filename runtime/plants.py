@@ -225,7 +225,7 @@ class StdioPlant:
     def _read_line(self) -> str:
         """One line, at most MAX_LINE_BYTES; longer lines are cut and reported as malformed."""
         while True:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", 0, MAX_LINE_BYTES + 1)
             if newline >= 0:
                 raw, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
                 return self._decode(raw)

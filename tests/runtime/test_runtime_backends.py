@@ -1,0 +1,137 @@
+"""Backends: the fused NumPy path equals the reference forward pass; onnxruntime matches both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.backends import BackendError, NumpyDecision, make_active, naive_decision
+from runtime.cli import main
+from runtime.policy import init_params, load_policy, make_meta, parse_policy, policy_bytes
+
+
+@pytest.mark.parametrize("hidden", [1, 2, 64, 128, 200])
+def test_fused_numpy_equals_the_reference(hidden: int) -> None:
+    rng = np.random.default_rng(hidden)
+    params = {k: v.astype(np.float32) for k, v in init_params(hidden, rng).items()}
+    fused, naive = NumpyDecision(params), naive_decision(params)
+    observations = rng.standard_normal((2000, 4)).astype(np.float32) * [1, 2, 0.2, 2]
+    fused_p = np.array([fused(obs) for obs in observations])
+    naive_p = np.array([naive(obs) for obs in observations])
+    exact = 1 / (
+        1
+        + np.exp(
+            -np.maximum(observations.astype(np.float64) @ params["W1"].T.astype(np.float64), 0)
+            @ params["W2"]
+        )
+    )
+    np.testing.assert_allclose(fused_p, exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fused_p, naive_p, rtol=0, atol=1e-6)
+    assert all(isinstance(p, float) for p in fused_p[:5].tolist())
+
+
+def test_fused_numpy_extremes_and_other_input_types() -> None:
+    params = {"W1": np.eye(4, dtype=np.float32) * 1e4, "W2": np.ones(4, dtype=np.float32)}
+    fused = NumpyDecision(params)
+    assert fused(np.array([1e4, 0, 0, 0], np.float32)) == 1.0
+    assert fused(np.array([-1e4, 0, 0, 0], np.float32)) == 0.5  # relu cuts negative units
+    params["W2"] = -params["W2"]
+    assert NumpyDecision(params)(np.array([1e4, 0, 0, 0], np.float32)) == 0.0
+    assert fused([0.001, 0.0, 0.0, 0.0]) == pytest.approx(1 / (1 + np.exp(-10)))
+    assert fused(np.array([0.001, 0, 0, 0], np.float64)) == pytest.approx(1 / (1 + np.exp(-10)))
+
+
+def test_the_decision_buffer_is_reused() -> None:
+    fused = NumpyDecision(init_params(16, np.random.default_rng(0)))
+    buffer = fused.hidden
+    fused(np.ones(4, np.float32))
+    assert fused.hidden is buffer
+
+
+def test_unknown_backend() -> None:
+    policy = parse_policy(
+        policy_bytes(init_params(4, np.random.default_rng(0)), make_meta(hidden=4, version=1))
+    )
+    with pytest.raises(BackendError, match="unknown backend 'torch'"):
+        make_active(policy, "torch")
+    with pytest.raises(BackendError, match="needs the policy's path"):
+        make_active(policy, "onnxruntime")
+
+
+# --- onnxruntime ------------------------------------------------------------------------
+
+
+def write_onnx(path: Path, w1: np.ndarray, w2: np.ndarray) -> None:
+    """The policy graph, built here with onnx.helper (the exporter builds the shipped one)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["obs", "W1T"], ["pre"]),
+            helper.make_node("Relu", ["pre"], ["hidden"]),
+            helper.make_node("MatMul", ["hidden", "W2"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["prob"]),
+        ],
+        "policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(np.ascontiguousarray(w1.T), "W1T"),
+            numpy_helper.from_array(w2.reshape(-1, 1), "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
+    assert onnx
+
+
+def test_onnxruntime_backend_matches_numpy(policy_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    policy = load_policy(policy_path)
+    write_onnx(policy_path.parent / "policy.onnx", policy.params["W1"], policy.params["W2"])
+    active = make_active(policy, "onnxruntime", policy_path)
+    fused = NumpyDecision(policy.params)
+    for obs in np.random.default_rng(1).standard_normal((200, 4)).astype(np.float32):
+        assert active.probability(obs) == pytest.approx(fused(obs), abs=1e-6)
+    args = [
+        "--policy",
+        str(policy_path),
+        "--backend",
+        "onnxruntime",
+        "--hz",
+        "0",
+        "--episodes",
+        "1",
+    ]
+    assert main(args, environ={}) == 0
+    assert capsys.readouterr().out.startswith("episode 1: return 500")
+
+
+def test_onnxruntime_refuses_a_model_of_another_policy(policy_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    policy = load_policy(policy_path)
+    write_onnx(policy_path.parent / "policy.onnx", -policy.params["W1"], policy.params["W2"])
+    args = ["--policy", str(policy_path), "--backend", "onnxruntime", "--episodes", "1"]
+    assert main(args, environ={}) == 2
+    assert "does not compute the policy in the npz beside it" in capsys.readouterr().err
+
+
+def test_onnxruntime_without_a_model_file(policy_path: Path, capsys) -> None:
+    args = ["--policy", str(policy_path), "--backend", "onnxruntime", "--episodes", "1"]
+    assert main(args, environ={}) == 2
+    err = capsys.readouterr().err
+    assert ("policy.onnx: no such file" in err or "needs onnxruntime" in err) and len(
+        err.splitlines()
+    ) == 1
+
+
+def test_onnxruntime_with_a_corrupt_model_file(policy_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    (policy_path.parent / "policy.onnx").write_bytes(b"not a model")
+    args = ["--policy", str(policy_path), "--backend", "onnxruntime", "--episodes", "1"]
+    assert main(args, environ={}) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime cannot load it" in err and len(err.splitlines()) == 1

@@ -1,0 +1,206 @@
+"""The control loop: drift-free timing, overruns, policy swaps between decisions, listeners, stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from runtime.backends import make_active
+from runtime.loop import ControlLoop, EpisodeResult
+from runtime.plants import CartPoleSim
+from runtime.policy import init_params, make_meta, parse_policy, policy_bytes
+from runtime.slot import ActivePolicy, PolicySlot
+
+GAINS = np.array([0.5, 1.0, 10.0, 2.0], dtype=np.float32)
+
+
+def policy(version: int = 1, sign: float = 1.0):
+    params = {"W1": np.stack([GAINS, -GAINS]) * sign, "W2": np.array([1.0, -1.0], np.float32)}
+    return parse_policy(policy_bytes(params, make_meta(hidden=2, version=version)))
+
+
+def slot(version: int = 1) -> PolicySlot:
+    return PolicySlot(make_active(policy(version), "numpy"))
+
+
+class TimedPlant(CartPoleSim):
+    """The sim, recording when each step happens and optionally taking time."""
+
+    def __init__(self, clock=time.monotonic_ns, delays=None, advance=None) -> None:
+        super().__init__()
+        self.clock, self.delays, self.advance = clock, delays or {}, advance
+        self.times: list[int] = []
+
+    def step(self, action):
+        self.times.append(self.clock())
+        delay = self.delays.get(len(self.times), 0)
+        if delay and self.advance:
+            self.advance(delay)
+        return super().step(action)
+
+
+class FakeClock:
+    """Monotonic nanoseconds that move only when someone sleeps or works."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += round(seconds * 1e9)
+
+    def work(self, ns: int) -> None:
+        self.now += ns
+
+
+def test_200_hz_keeps_its_mean_period_within_2_percent_over_2_s() -> None:
+    plant = TimedPlant()
+    loop = ControlLoop(plant, slot(), hz=200, duration=2.0, seed=0)
+    summary = loop.run()
+    periods = np.diff(plant.times)
+    mean_period_ms = periods.mean() / 1e6
+    assert abs(mean_period_ms - 5.0) <= 0.02 * 5.0, mean_period_ms
+    assert 395 <= summary.decisions <= 400 and summary.stopped_by == "duration"
+    assert summary.episodes == 0  # a 500-step episode takes 2.5 s at 200 Hz
+
+
+def test_overruns_are_counted_and_the_schedule_stays_on_its_grid() -> None:
+    clock = FakeClock()
+    period = 10_000_000  # 100 Hz
+    # step 5 takes 25 ms (misses two deadlines), step 9 takes 10.5 ms (misses one)
+    plant = TimedPlant(clock, delays={5: 25_000_000, 9: 10_500_000}, advance=clock.work)
+    loop = ControlLoop(plant, slot(), hz=100, duration=0.2, seed=0, clock=clock, sleep=clock.sleep)
+    summary = loop.run()
+    assert summary.overruns == 2
+    start = plant.times[0]
+    offsets = [(t - start) / period for t in plant.times]
+    # on the grid except the two late starts (steps 6 and 10, started at once when the slow
+    # step ended); the missed slots are skipped, not run in a burst
+    assert offsets[:5] == [0, 1, 2, 3, 4]
+    assert offsets[5] == 6.5 and offsets[6] == 7 and offsets[8] == 9
+    assert offsets[9] == 10.05 and offsets[10] == 11
+    assert np.all(np.diff(offsets) > 0)
+    assert max(offsets) < 20
+
+
+def test_hz_0_runs_flat_out_without_sleeping() -> None:
+    slept = []
+    loop = ControlLoop(CartPoleSim(), slot(), hz=0, episodes=2, seed=1, sleep=slept.append)
+    summary = loop.run()
+    assert summary.episodes == 2 and summary.decisions == 1000 and summary.overruns == 0
+    assert slept == [] and summary.stopped_by == "episodes" and summary.mean_return == 500.0
+
+
+class CountingSlot(PolicySlot):
+    """Counts the loop thread's reads of `active` (`swap` in another thread reads it too)."""
+
+    reads = 0
+
+    @property
+    def active(self):
+        if threading.current_thread() is threading.main_thread():
+            self.reads += 1
+        return self._active
+
+    @active.setter
+    def active(self, value):
+        self._active = value
+
+
+def test_a_swap_from_another_thread_lands_between_two_decisions() -> None:
+    first, second = policy(1), policy(2)
+    calls = {1: 0, 2: 0}
+    the_slot = CountingSlot(make_active(first, "numpy"))
+
+    def counting(active, version):
+        def probability(obs):
+            calls[version] += 1
+            return active.probability(obs)
+
+        return ActivePolicy(active.policy, probability)
+
+    the_slot.swap(counting(make_active(first, "numpy"), 1))
+    results: list[EpisodeResult] = []
+
+    class Listener:
+        def on_episode(self, result):
+            results.append(result)
+            if result.episode == 2:  # another thread swaps while the loop keeps going
+                threading.Thread(
+                    target=the_slot.swap, args=(counting(make_active(second, "numpy"), 2),)
+                ).start()
+
+    reads_before = the_slot.reads
+    loop = ControlLoop(CartPoleSim(), the_slot, hz=0, episodes=6, seed=3, listeners=[Listener()])
+    summary = loop.run()
+    assert calls[1] + calls[2] == summary.decisions == 3000
+    assert calls[1] >= 1000 and calls[2] >= 1000
+    reads = the_slot.reads - reads_before
+    assert reads == summary.decisions + 2  # once per decision, plus the version at start and end
+    assert [r.policy_version for r in results[:2]] == [1, 1] and results[-1].policy_version == 2
+    assert summary.policy_version == 2
+
+
+def test_listeners_get_every_episode_and_a_failing_one_does_not_stop_the_loop() -> None:
+    seen: list[EpisodeResult] = []
+
+    class Broken:
+        def on_episode(self, result):
+            raise RuntimeError("boom")
+
+    class Recorder:
+        def on_episode(self, result):
+            seen.append(result)
+
+    weak = parse_policy(
+        policy_bytes(init_params(4, np.random.default_rng(0)), make_meta(hidden=4, version=9))
+    )
+    loop = ControlLoop(
+        CartPoleSim(), PolicySlot(make_active(weak, "numpy")), hz=0, episodes=4, seed=0,
+        listeners=[Broken(), Recorder()],
+    )  # fmt: skip
+    summary = loop.run()
+    assert [r.episode for r in seen] == [1, 2, 3, 4]
+    assert sum(r.steps for r in seen) == summary.decisions
+    assert all(r.episode_return == r.steps and r.policy_version == 9 for r in seen)
+    assert all(0 < r.decision_us_p50 <= r.decision_us_p99 for r in seen)
+    assert summary.mean_return == np.mean([r.episode_return for r in seen])
+    assert seen[0].to_json()["return"] == seen[0].episode_return
+
+
+def test_stats_can_be_read_from_another_thread_while_the_loop_runs() -> None:
+    loop = ControlLoop(CartPoleSim(), slot(4), hz=0, episodes=20, seed=0)
+    snapshots = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            snapshots.append(loop.stats.snapshot())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        summary = loop.run()
+    finally:
+        stop.set()
+        thread.join()
+    assert summary.episodes == 20 and len(snapshots) > 1
+    final = loop.stats.snapshot()
+    assert final["decisions"] == 10_000 and final["episodes"] == 20 and final["overruns"] == 0
+    assert final["last_return"] == 500.0 and final["mean_return"] == 500.0
+    assert final["policy_version"] == 4 and final["decision_us_p99"] >= final["decision_us_p50"]
+    assert len(loop.stats.recent_decision_us()) == 1000
+
+
+def test_stop_from_another_thread_ends_the_current_step() -> None:
+    loop = ControlLoop(CartPoleSim(), slot(), hz=50, seed=0)  # unbounded
+    timer = threading.Timer(0.2, loop.stop, args=("test",))
+    timer.start()
+    started = time.monotonic()
+    summary = loop.run()
+    assert time.monotonic() - started < 1.0
+    assert summary.stopped_by == "test" and 5 <= summary.decisions <= 15

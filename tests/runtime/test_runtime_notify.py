@@ -1,0 +1,89 @@
+"""sd_notify: READY after the first decision, WATCHDOG from the loop, STATUS, STOPPING."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main
+from runtime.notify import Notifier
+
+
+def receive_all(sock: socket.socket) -> list[str]:
+    messages = []
+    sock.setblocking(False)
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    yield sock, str(path)
+    sock.close()
+
+
+def test_runtime_notifies_systemd(policy_path: Path, notify_socket, monkeypatch, capsys) -> None:
+    sock, address = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "40000")  # 40 ms: a WATCHDOG=1 every 20 ms
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    args = ["--policy", str(policy_path), "--hz", "0", "--episodes", "2"]
+    assert main(args, environ={}) == 0
+    messages = receive_all(sock)
+    assert messages[0].startswith("READY=1\nSTATUS=")
+    statuses = [m for m in messages if m.startswith("STATUS=episode")]
+    assert len(statuses) == 2 and "return 500" in statuses[0]
+    assert messages[-1].startswith("STOPPING=1")
+    capsys.readouterr()
+
+    monkeypatch.setenv("WATCHDOG_USEC", "40000")
+    assert main(["--policy", str(policy_path), "--hz", "100", "--duration", "0.3"], {}) == 0
+    watchdogs = [m for m in receive_all(sock) if m == "WATCHDOG=1"]
+    assert 10 <= len(watchdogs) <= 16  # 0.3 s / 20 ms = 15, fed from the loop's own steps
+
+
+def test_abstract_socket_names(policy_path: Path) -> None:
+    name = f"reinforce-edge-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    try:
+        notifier = Notifier.from_environment({"NOTIFY_SOCKET": "@" + name})
+        assert notifier is not None and notifier.watchdog_interval_ns == 0
+        assert notifier.ready() and notifier.status("hello") and notifier.stopping()
+        assert receive_all(sock) == [
+            "READY=1\nSTATUS=running",
+            "STATUS=hello",
+            "STOPPING=1\nSTATUS=stopping",
+        ]
+    finally:
+        sock.close()
+
+
+def test_no_socket_no_notifier_and_a_parents_watchdog_is_ignored() -> None:
+    assert Notifier.from_environment({}) is None
+    theirs = Notifier.from_environment(
+        {"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
+    )
+    assert theirs is not None and theirs.watchdog_interval_ns == 0
+    ours = Notifier.from_environment(
+        {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}
+    )
+    assert ours is not None and ours.watchdog_interval_ns == 500_000_000
+
+
+def test_a_missing_socket_never_breaks_the_runtime(
+    policy_path: Path, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "10000")
+    assert main(["--policy", str(policy_path), "--hz", "0", "--episodes", "1"], {}) == 0
