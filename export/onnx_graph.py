@@ -25,8 +25,12 @@ OUTPUT_NAME = "prob"
 BATCH = "batch"  # the symbolic batch dimension
 
 
-def build_onnx(policy: Policy, tool_version: str) -> bytes:
-    """The serialized model for `policy`; raises ValueError if the full checker refuses it."""
+def build_onnx(policy: Policy, tool_version: str, compute: str = "double") -> bytes:
+    """The serialized model for `policy`; raises ValueError if the full checker refuses it.
+
+    `compute="float"` builds the plain float32 graph (no Cast nodes), for comparison only: its
+    rounding can exceed the export's 1e-6 parity bound for larger weights.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -45,23 +49,32 @@ def build_onnx(policy: Policy, tool_version: str) -> bytes:
         [BATCH, 1],
         doc_string="probability of action 1 (push the cart right); act 1 when prob > 0.5",
     )
+    if compute not in ("double", "float"):
+        raise ValueError(f"compute must be 'double' or 'float', got {compute!r}")
+    dtype = np.float64 if compute == "double" else np.float32
     initializers = [
-        numpy_helper.from_array(np.ascontiguousarray(w1.T, dtype=np.float64), name="W1T"),
-        numpy_helper.from_array(w2.astype(np.float64).reshape(-1, 1), name="W2"),
+        numpy_helper.from_array(np.ascontiguousarray(w1.T, dtype=dtype), name="W1T"),
+        numpy_helper.from_array(w2.astype(dtype).reshape(-1, 1), name="W2"),
     ]
-    initializers[0].doc_string = "W1 transposed: (4, hidden), the float32 weights as double"
-    initializers[1].doc_string = "W2 as a column: (hidden, 1), the float32 weights as double"
-    double = TensorProto.DOUBLE
+    initializers[0].doc_string = f"W1 transposed: (4, hidden), the float32 weights as {compute}"
+    initializers[1].doc_string = f"W2 as a column: (hidden, 1), the float32 weights as {compute}"
+    first, last = (
+        ("obs_double", "prob_double") if compute == "double" else (INPUT_NAME, OUTPUT_NAME)
+    )
     nodes = [
-        helper.make_node("Cast", [INPUT_NAME], ["obs_double"], name="obs_cast", to=double),
-        helper.make_node("MatMul", ["obs_double", "W1T"], ["preactivation"], name="hidden_matmul"),
+        helper.make_node("MatMul", [first, "W1T"], ["preactivation"], name="hidden_matmul"),
         helper.make_node("Relu", ["preactivation"], ["hidden"], name="hidden_relu"),
         helper.make_node("MatMul", ["hidden", "W2"], ["logit"], name="output_matmul"),
-        helper.make_node("Sigmoid", ["logit"], ["prob_double"], name="output_sigmoid"),
-        helper.make_node(
-            "Cast", ["prob_double"], [OUTPUT_NAME], name="prob_cast", to=TensorProto.FLOAT
-        ),
+        helper.make_node("Sigmoid", ["logit"], [last], name="output_sigmoid"),
     ]
+    if compute == "double":
+        nodes.insert(
+            0,
+            helper.make_node("Cast", [INPUT_NAME], [first], to=TensorProto.DOUBLE, name="obs_cast"),
+        )
+        nodes.append(
+            helper.make_node("Cast", [last], [OUTPUT_NAME], to=TensorProto.FLOAT, name="prob_cast")
+        )
     graph = helper.make_graph(
         nodes,
         "reinforce_edge_policy",

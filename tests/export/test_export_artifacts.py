@@ -15,6 +15,7 @@ import pytest
 
 from export.c_header import c_float
 from export.cli import main
+from export.onnx_graph import build_onnx
 from export.parity import (
     C_TOLERANCE,
     GCC_FLAGS,
@@ -176,3 +177,15 @@ def test_export_without_flags_writes_only_the_policy_and_removes_stale_ones(
     assert main([str(run_dir)]) == 0
     assert sorted(p.name for p in exported.iterdir()) == ["manifest.json", "policy.npz"]
     assert "removed" in capsys.readouterr().err
+
+
+def test_the_float32_comparison_graph_is_valid_too(run_dir: Path) -> None:
+    policy = load_policy(run_dir / "policy.npz")
+    model = onnx.load_from_string(build_onnx(policy, "test", compute="float"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [node.op_type for node in model.graph.node] == ["MatMul", "Relu", "MatMul", "Sigmoid"]
+    probs = onnxruntime_probabilities(model.SerializeToString(), parity_observations()[:8000])
+    truth = reference_probabilities(policy.params, parity_observations()[:8000])
+    assert np.max(np.abs(probs - truth)) <= 1e-5  # float32 rounding: close, not 1e-6
+    with pytest.raises(ValueError, match="compute"):
+        build_onnx(policy, "test", compute="half")
