@@ -169,6 +169,16 @@ class Watcher:
             if predicate(topic, body):
                 return body
 
+    def drain(self, quiet: float = 0.05) -> list[tuple[str, dict[str, Any]]]:
+        """Every queued message, until none arrives for `quiet` seconds."""
+        drained = []
+        while True:
+            try:
+                topic, body, _ = self.messages.get(timeout=quiet)
+            except queue.Empty:
+                return drained
+            drained.append((topic, body))
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
