@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from export.push import push_main
 from tests.conftest import Broker, free_port, start_broker
+from tests.ota_support import new_key, signed_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
@@ -232,7 +236,8 @@ def forbidden_publications(device: str) -> list[str]:
     """Every topic `device` must not publish to: all of other devices', policies."""
     topics = [topic(other, kind) for other in DEVICES if other != device
               for kind in ("policy", "status", "telemetry")]  # fmt: skip
-    return [*topics, topic(device, "policy"), FLEET_POLICY, f"{PREFIX}/other", "elsewhere"]
+    others = [f"{PREFIX}/push/marker", f"{PREFIX}/other", "elsewhere"]
+    return [*topics, topic(device, "policy"), FLEET_POLICY, *others]
 
 
 def test_devices_cannot_publish_to_foreign_or_policy_topics_the_operator_can(fleet):
@@ -374,3 +379,84 @@ def test_make_certs_keeps_what_exists(tmp_path):
         text=True,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+# --- end to end: install.sh's configuration, a runtime over mutual TLS, a pushed policy ------
+
+
+def notifications(sock: socket.socket) -> list[str]:
+    """Every sd_notify datagram waiting on the test's socket, as lines."""
+    lines = []
+    while True:
+        try:
+            lines += sock.recv(4096).decode().splitlines()
+        except BlockingIOError:
+            return lines
+
+
+def test_installed_runtime_connects_over_tls_and_applies_a_pushed_policy(fleet, tmp_path, capsys):
+    device = DEVICES[0]
+    key, public = new_key(tmp_path)
+    (tmp_path / "v1.npz").write_bytes(signed_policy(1, key))
+    (tmp_path / "v2.npz").write_bytes(signed_policy(2, key))
+    (tmp_path / "device.password").write_text(fleet.passwords[device] + "\n")
+    certfile, keyfile = fleet.certs(device)
+    url = f"mqtts://127.0.0.1:{fleet.broker.port}"
+    root = tmp_path / "root"
+    sh(ROOT / "deploy/install.sh", "--prefix", root, "--skip-venv", "--python", sys.executable,
+       "--policy", tmp_path / "v1.npz", "--public-key", public, "--broker", url,
+       "--device-id", device, "--ca-file", fleet.workdir / "certs/ca.crt", "--cert", certfile,
+       "--key", keyfile, "--password-file", tmp_path / "device.password")  # fmt: skip
+
+    # Start it as the unit does: the installed runtime.toml, the password from mqtt.env (read
+    # by systemd), NOTIFY_SOCKET and WATCHDOG_USEC; only the board's absolute paths are
+    # redirected under the prefix (flags override the file).
+    etc = root / "etc/reinforce-edge"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REINFORCE_EDGE_")}
+    name, value = (etc / "mqtt.env").read_text().strip().split("=", 1)
+    env[name] = value
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")
+    command = [sys.executable, "-m", "runtime", "--config", etc / "runtime.toml",
+               "--policy", etc / "policy.npz", "--public-key", etc / "fleet.pub",
+               "--ca-file", etc / "tls/ca.crt", "--cert", etc / "tls/device.crt",
+               "--key", etc / "tls/device.key", "--state-dir", root / "var/lib/reinforce-edge",
+               "--telemetry-interval", "0.2"]  # fmt: skip
+    with open(tmp_path / "runtime.log", "wb") as log:  # the child keeps its own descriptor
+        runtime = subprocess.Popen(
+            list(map(str, command)), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    operator = connected(fleet, OPERATOR)
+    try:
+        operator.subscribe(topic(device, "status"), topic(device, "telemetry"))
+        assert wait_until(
+            lambda: "READY=1" in notifications(notify) or runtime.poll() is not None, 15
+        )
+        assert runtime.poll() is None, (tmp_path / "runtime.log").read_text()
+        assert wait_until(lambda: topic(device, "telemetry") in operator.topics(), 10)
+
+        exit_code = push_main([str(tmp_path / "v2.npz"), "--device", device, "--broker", url,
+                               "--ca-file", str(fleet.workdir / "certs/ca.crt"),
+                               "--cert", fleet.certs(OPERATOR)[0], "--key", fleet.certs(OPERATOR)[1],
+                               "--username", OPERATOR, "--password-file",
+                               str(fleet.workdir / f"credentials/{OPERATOR}.password"),
+                               "--timeout", "10"])  # fmt: skip
+        table = capsys.readouterr().out
+        assert exit_code == 0, table + (tmp_path / "runtime.log").read_text()
+        assert device in table and "applied" in table
+        current = root / "var/lib/reinforce-edge/current.npz"
+        assert current.read_bytes() == (tmp_path / "v2.npz").read_bytes()
+        assert wait_until(lambda: "WATCHDOG=1" in notifications(notify), 3)
+    finally:
+        if runtime.poll() is None:
+            os.kill(runtime.pid, signal.SIGTERM)
+        try:
+            runtime.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(runtime.pid, signal.SIGKILL)
+            runtime.wait()
+        notify.close()
+        operator.close()
+    assert runtime.returncode == 0, (tmp_path / "runtime.log").read_text()
