@@ -1,10 +1,291 @@
-"""Command line of `python -m trainer` (placeholder until its issue lands)."""
+"""Command line: `python -m trainer [flags]` trains, `python -m trainer eval PATH` evaluates.
+
+Exit status: 0 done (solved or at --max-episodes), 2 bad usage or input (one line on stderr,
+nothing overwritten), 130 interrupted by Ctrl-C after saving the last completed batch.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.constants import POLICY_FILE
+from runtime.policy import PolicyError, atomic_write, load_policy
+from trainer.config import PRESETS, SEED_PRESET, TrainConfig, from_dict, preset
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 1_000_000  # the trainer's own evaluation episodes never reuse training seeds
+PROGRESS_EVERY = 100  # episodes between log lines when no progress bar is shown
+
+
+class UsageError(Exception):
+    """Bad command line or input: main prints the message on one line and exits 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("not implemented yet", file=sys.stderr)
-    return 1
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["eval"]:
+            return run_eval(eval_parser().parse_args(argv[1:]))
+        return run_train(train_parser().parse_args(argv))
+    except UsageError as error:
+        print(f"trainer: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else 0
+
+
+# --- parsers -------------------------------------------------------------------------
+
+
+def train_parser() -> Parser:
+    parser = Parser(
+        prog="python -m trainer",
+        description="Train a REINFORCE policy for CartPole-v1 in NumPy; "
+        "`python -m trainer eval PATH` evaluates one.",
+        epilog="Defaults are the default preset's; --preset seed is the article's configuration.",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="configuration to start from (default: default)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="run directory to create (default: runs/<timestamp>)"
+    )
+    parser.add_argument(
+        "--resume", metavar="DIR", default=None, help="continue the run in DIR from its checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no log lines")
+    parser.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="byte-identical outputs for the same seed and config: wall_s left empty, policy"
+        " version/created from SOURCE_DATE_EPOCH (else 1)",
+    )
+    defaults = TrainConfig()
+    for item in dataclasses.fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        default = getattr(defaults, item.name)
+        seed_value = SEED_PRESET.get(item.name)
+        shown = f"default: {default}" + (
+            "" if seed_value is None else f"; seed preset: {seed_value}"
+        )
+        parser.add_argument(
+            flag,
+            dest=item.name,
+            type=_number(item.type),
+            choices=item.metadata.get("choices"),
+            default=None,
+            help=f"{item.metadata['help']} ({shown})",
+        )
+    return parser
+
+
+def _number(type_name: Any) -> Any:
+    name = type_name if isinstance(type_name, str) else type_name.__name__
+    return {"int": int, "float": float}.get(name, str)
+
+
+def eval_parser() -> Parser:
+    parser = Parser(
+        prog="python -m trainer eval",
+        description="Greedy evaluation (push right when p > 0.5) on Gymnasium's CartPole-v1.",
+    )
+    parser.add_argument("path", metavar="RUN_DIR_OR_POLICY", help="a run directory or a policy.npz")
+    parser.add_argument("--episodes", type=int, default=100, help="seeded episodes (default: 100)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the first episodes (default: 0)"
+    )
+    parser.add_argument(
+        "--record", metavar="GIF", default=None, help="also write an animated GIF of one episode"
+    )
+    return parser
+
+
+# --- train ---------------------------------------------------------------------------
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from trainer.rundir import RunDirError, load_run, prepare_out
+
+    _configure_logging(args.quiet)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    try:
+        if args.resume is not None:
+            config, state, out = _resume(args, overrides, load_run, prepare_out)
+        else:
+            config = preset(args.preset or "default", **overrides)
+            out = prepare_out(args.out or default_out())
+            state = None
+    except (ValueError, RunDirError) as error:
+        raise UsageError(str(error)) from None
+    return _train_and_save(config, state, out, args)
+
+
+def default_out() -> Path:
+    return Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _resume(args: argparse.Namespace, overrides: dict[str, Any], load_run: Any, prepare_out: Any):  # noqa: ANN202
+    if args.preset is not None:
+        raise UsageError(
+            "--preset cannot be combined with --resume (the run's config.json is used)"
+        )
+    if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UsageError("--resume continues in its own directory; leave out --out")
+    saved, state = load_run(args.resume)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("hidden", saved.hidden) != saved.hidden:
+        raise UsageError(f"--hidden cannot change when resuming (the run has {saved.hidden})")
+    config = from_dict({**saved.to_dict(), **given})
+    return config, state, prepare_out(args.resume, resume=True)
+
+
+def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate
+    from trainer.rundir import save_run
+    from trainer.train import new_state, train
+
+    state = state or new_state(config)
+    log.info("training into %s (seed %d, %s env)", out, config.seed, config.env)
+    progress = _Progress(config, quiet=args.quiet)
+    interrupted = False
+    try:
+        train(config, state, on_batch=progress.update)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    eval_mean = None
+    if not interrupted and config.eval_episodes > 0:
+        eval_mean = evaluate(
+            state.params, config.eval_episodes, EVAL_SEED_OFFSET + config.seed
+        ).mean
+    save_run(out, config, state, eval_mean, reproducible=args.reproducible)
+    _summary(config, state, eval_mean, out, interrupted)
+    return 130 if interrupted else 0
+
+
+def _summary(
+    config: TrainConfig, state: Any, eval_mean: float | None, out: Path, interrupted: bool
+) -> None:
+    window = state.returns[-config.target_window :]
+    average = sum(window) / max(len(window), 1)
+    wall = state.wall_s[-1] if state.wall_s else 0.0
+    steps = state.env_steps[-1] if state.env_steps else 0
+    if interrupted:
+        outcome = f"interrupted after {state.episodes} episodes"
+    elif state.solved_at is not None:
+        outcome = f"solved at episode {state.solved_at}"
+    else:
+        outcome = f"not solved in {state.episodes} episodes"
+    line = f"{outcome}: last-{len(window)} mean {average:.1f}, {steps} env steps, {wall:.2f} s"
+    if eval_mean is not None:
+        line += f"; greedy eval {eval_mean:.1f} over {config.eval_episodes} episodes"
+    print(f"{line}; saved {out}", file=sys.stderr if interrupted else sys.stdout)
+
+
+class _Progress:
+    """A tqdm bar on a terminal, else a log line every PROGRESS_EVERY episodes."""
+
+    def __init__(self, config: TrainConfig, quiet: bool) -> None:
+        self.config = config
+        self.quiet = quiet
+        self.bar = None
+        self.next_log = PROGRESS_EVERY
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=config.max_episodes, unit="ep", dynamic_ncols=True)
+
+    def update(self, state: Any) -> None:
+        if self.quiet:
+            return
+        window = state.returns[-100:]
+        average = sum(window) / max(len(window), 1)
+        if self.bar is not None:
+            self.bar.update(state.episodes - self.bar.n)
+            self.bar.set_postfix(avg100=f"{average:.1f}", refresh=False)
+        elif state.episodes >= self.next_log:
+            log.info(
+                "episode %d: avg100 %.1f, %d env steps",
+                state.episodes,
+                average,
+                state.env_steps[-1],
+            )
+            self.next_log = (state.episodes // PROGRESS_EVERY + 1) * PROGRESS_EVERY
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+# --- eval ----------------------------------------------------------------------------
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, record_gif
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / POLICY_FILE
+    try:
+        policy = load_policy(path)
+    except PolicyError as error:
+        raise UsageError(str(error)) from None
+    if args.record is not None:
+        _check_writable(Path(args.record))
+    params = {k: v.astype("float64") for k, v in policy.params.items()}
+    result = evaluate(params, args.episodes, args.seed)
+    print(
+        f"{path}: greedy mean {result.mean:.1f}, min {result.min:g}, max {result.max:g}"
+        f" over {args.episodes} episodes (seed {args.seed})"
+    )
+    if args.record is not None:
+        score = _record(params, Path(args.record), args.seed, record_gif)
+        print(f"recorded one episode (return {score:g}) to {args.record}")
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"--record {path}: is a directory")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"--record {path}: directory {parent} missing or not writable")
+
+
+def _record(params: Any, path: Path, seed: int, record_gif: Any) -> float:
+    import io
+
+    buffer = io.BytesIO()
+    score = record_gif(params, buffer, seed)
+    atomic_write(path, buffer.getvalue())
+    return score

@@ -1,0 +1,208 @@
+"""`python -m trainer` in-process: run directory, reproducibility, resume, Ctrl-C, eval, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.policy import load_policy
+from trainer import cli
+from trainer.cli import main
+
+TINY = ["--max-episodes", "48", "--eval-episodes", "5", "--quiet"]
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_train_writes_the_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["--seed", "2", "--out", str(out), *TINY]) == 0
+    assert "not solved in 48 episodes" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {
+        "policy.npz",
+        "metrics.csv",
+        "config.json",
+        "curve.png",
+        "checkpoint.npz",
+    }
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert rows[0] == ["episode", "return", "avg100", "env_steps", "wall_s"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, len(rows)))
+    returns = [float(r[1]) for r in rows[1:]]
+    assert float(rows[-1][2]) == pytest.approx(np.mean(returns[-100:]), abs=0.01)
+    assert all(float(r[4]) >= 0 for r in rows[1:])
+    policy = load_policy(out / "policy.npz")
+    assert policy.hidden == 32 and policy.meta["train_seed"] == 2
+    assert policy.meta["episodes"] == len(returns) and policy.meta["eval_mean_return"] > 0
+    assert Image.open(out / "curve.png").format == "PNG"
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["--seed", "5", "--out", str(tmp_path / name), "--reproducible", *TINY]) == 0
+    for name in ("metrics.csv", "policy.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_without_reproducible_only_clock_fields_differ(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["--seed", "5", "--out", str(tmp_path / name), *TINY]) == 0
+
+    def columns(run: str) -> list[list[str]]:
+        return [row[:4] for row in csv.reader((tmp_path / run / "metrics.csv").open())]
+
+    assert columns("a") == columns("b")
+    first, second = (
+        load_policy(tmp_path / "a" / "policy.npz"),
+        load_policy(tmp_path / "b" / "policy.npz"),
+    )
+    for key in ("W1", "W2"):
+        assert np.array_equal(first.params[key], second.params[key])
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = [
+        "--seed",
+        "4",
+        "--max-episodes",
+        "120",
+        "--eval-episodes",
+        "0",
+        "--quiet",
+        "--reproducible",
+    ]
+    assert main(["--out", str(tmp_path / "whole"), *flags]) == 0
+
+    update = cli._Progress.update
+
+    def interrupt_after_60(self: cli._Progress, state) -> None:  # noqa: ANN001
+        update(self, state)
+        if state.episodes >= 60:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._Progress, "update", interrupt_after_60)
+    part = tmp_path / "part"
+    assert main(["--out", str(part), *flags]) == 130
+    saved = len((part / "metrics.csv").read_text().splitlines()) - 1
+    assert 60 <= saved < 120 and (part / "checkpoint.npz").exists()
+    monkeypatch.setattr(cli._Progress, "update", update)
+
+    assert main(["--resume", str(part), "--quiet", "--reproducible"]) == 0
+    for name in ("metrics.csv", "policy.npz"):
+        assert (part / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_resume_can_extend_the_budget(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY]) == 0
+    assert main(["--resume", str(out), "--max-episodes", "80", "--quiet"]) == 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) - 1 >= 80
+
+
+def test_eval_prints_mean_min_max_and_records_a_gif(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"  # one episode, no update: an untrained policy falls fast (short GIF)
+    assert main(["--seed", "1", "--out", str(out), "--max-episodes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    gif = tmp_path / "episode.gif"
+    assert main(["eval", str(out), "--episodes", "7", "--record", str(gif), "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "min" in printed and "max" in printed and "7 episodes" in printed
+    image = Image.open(gif)
+    assert image.format == "GIF" and image.n_frames > 1
+    # a policy file works too, and the same seed gives the same numbers
+    assert main(["eval", str(out / "policy.npz"), "--episodes", "7", "--seed", "3"]) == 0
+    assert (
+        capsys.readouterr().out.split(":", 1)[1] == printed.splitlines()[0].split(":", 1)[1] + "\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--no-such-flag"], "unrecognized arguments"),
+        (["--hidden", "-3"], "hidden must be an integer"),
+        (["--hidden", "0"], "hidden must be an integer"),
+        (["--lr", "abc"], "invalid float value"),
+        (["--lr", "nan"], "lr must be a number"),
+        (["--gamma", "1.5"], "gamma must be a number"),
+        (["--preset", "fast"], "invalid choice"),
+        (["--max-episodes", "ten"], "invalid int value"),
+        (["eval"], "required"),
+        (["eval", "nowhere/policy.npz"], "no such file"),
+        (["eval", ".", "--episodes", "0"], "--episodes must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path / a) if a.startswith("nowhere") else a for a in argv]
+    assert main(argv + (["--out", str(tmp_path / "o")] if argv[0] != "eval" else [])) == 2
+    assert fragment in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "policy.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    assert main(["eval", str(bad)]) == 2
+    assert "policy.npz" in one_error_line(capsys)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("W1.npy", b"junk")
+    bad.write_bytes(archive.getvalue())
+    assert main(["eval", str(tmp_path)]) == 2
+    one_error_line(capsys)
+
+
+def test_existing_run_is_not_clobbered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "policy.npz").write_bytes(b"precious")
+    assert main(["--out", str(out), *TINY]) == 2
+    assert "not empty" in one_error_line(capsys)
+    assert (out / "policy.npz").read_bytes() == b"precious"
+
+
+def test_unwritable_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--out", str(blocker / "run"), *TINY]) == 2
+    assert "not writable" in one_error_line(capsys)
+    assert main(["--out", str(blocker), *TINY]) == 2
+    assert "not a directory" in one_error_line(capsys)
+
+
+def test_bad_resume_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--resume", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in one_error_line(capsys)
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY]) == 0
+    assert main(["--resume", str(out), "--hidden", "8"]) == 2
+    assert "--hidden cannot change" in one_error_line(capsys)
+    (out / "checkpoint.npz").write_bytes(b"garbage")
+    policy = (out / "policy.npz").read_bytes()
+    assert main(["--resume", str(out)]) == 2
+    assert "checkpoint.npz" in one_error_line(capsys)
+    assert (out / "policy.npz").read_bytes() == policy
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--num-envs" in text and "seed preset: 100" in text and "--resume" in text

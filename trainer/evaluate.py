@@ -1,0 +1,114 @@
+"""Greedy evaluation on Gymnasium's own CartPole-v1, and an animated GIF of one episode.
+
+Greedy: push right exactly when p(right) > 0.5. Gymnasium is imported here, inside the
+functions, so importing the trainer's maths stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from runtime.constants import ENV_ID
+from runtime.policy import Params, action_probability
+
+log = logging.getLogger(__name__)
+
+EVAL_CHUNK = 100  # environments per vectorised evaluation batch
+GIF_FRAME_STEP = 2  # keep every 2nd rendered frame: 25 fps of the 50 fps simulation
+GIF_SCALE = 0.5  # of Gymnasium's 600x400 frames
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    returns: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def min(self) -> float:
+        return float(np.min(self.returns))
+
+    @property
+    def max(self) -> float:
+        return float(np.max(self.returns))
+
+
+def greedy_action(params: Params, obs: np.ndarray) -> np.ndarray:
+    return action_probability(params, obs) > 0.5
+
+
+def evaluate(params: Params, episodes: int, seed: int) -> EvalResult:
+    """Mean/min/max return of `episodes` greedy episodes on Gymnasium's CartPole-v1.
+
+    Episodes run in chunks of up to EVAL_CHUNK environments of Gymnasium's vectorised
+    CartPole (`make_vec`, vector_entry_point); chunk k is reset with seed + k, so the episodes
+    depend only on `seed`. Only each environment's first episode counts (the autoreset step
+    and anything after it are ignored).
+    """
+    import gymnasium as gym
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    returns: list[float] = []
+    for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
+        n = min(EVAL_CHUNK, episodes - first)
+        envs = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
+        try:
+            obs, _ = envs.reset(seed=seed + chunk)
+            total = np.zeros(n)
+            running = np.ones(n, dtype=bool)
+            while running.any():
+                obs, reward, terminated, truncated, _ = envs.step(
+                    greedy_action(params, obs).astype(np.int64)
+                )
+                total += reward * running
+                running &= ~(terminated | truncated)
+        finally:
+            envs.close()
+        returns += total.tolist()
+    return EvalResult(tuple(returns))
+
+
+def record_gif(params: Params, path: str | os.PathLike | BinaryIO, seed: int) -> float:
+    """Render one greedy episode (render_mode="rgb_array") to an animated GIF; returns its return."""
+    import gymnasium as gym
+    from PIL import Image
+
+    env = gym.make(ENV_ID, render_mode="rgb_array")
+    frames = []
+    total = 0.0
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames.append(env.render())
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(greedy_action(params, obs)))
+            total += float(reward)
+            done = terminated or truncated
+            frames.append(env.render())
+    finally:
+        env.close()
+    images = [_shrink(Image.fromarray(frame)) for frame in frames[::GIF_FRAME_STEP]]
+    duration_ms = int(1000 * GIF_FRAME_STEP / 50)  # CartPole advances 0.02 s per step
+    images[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=duration_ms,
+        loop=0,
+        optimize=True,
+    )
+    return total
+
+
+def _shrink(image):  # noqa: ANN001, ANN202 (PIL is imported lazily)
+    width, height = image.size
+    return image.resize((int(width * GIF_SCALE), int(height * GIF_SCALE)))

@@ -1,0 +1,38 @@
+"""curve.png: the returns and their 100-episode average against episodes, like the article's plot."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+AVERAGE_WINDOW = 100
+
+
+def plot_curve(returns: list[float], target: float) -> bytes:
+    """PNG bytes of the learning curve (matplotlib's headless Agg backend, imported here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    values = np.asarray(returns, dtype=np.float64)
+    episodes = np.arange(1, len(values) + 1)
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    start = np.maximum(episodes - AVERAGE_WINDOW, 0)
+    average = (cumulative[episodes] - cumulative[start]) / (episodes - start)
+
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.plot(episodes, values, color="tab:blue", alpha=0.3, linewidth=0.8, label="return")
+    axes.plot(episodes, average, color="tab:blue", linewidth=2, label="100-episode average")
+    axes.axhline(target, color="tab:green", linestyle="--", label=f"solved ({target:g})")
+    axes.set_xlabel("episode")
+    axes.set_ylabel("return (steps balanced)")
+    axes.set_title("REINFORCE on CartPole-v1")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,201 @@
+"""The run directory: policy.npz, metrics.csv, config.json, curve.png and checkpoint.npz.
+
+Every file is written whole (temporary file, fsync, rename), so an interrupted save leaves
+the previous version, never half a file. `checkpoint.npz` holds what `--resume` needs beyond
+the policy: float64 parameters, the RMSProp cache, the RNG state and the episode history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.constants import KEY_W1, KEY_W2, POLICY_FILE
+from runtime.policy import atomic_write, make_meta, save_policy
+from trainer.config import TrainConfig, from_dict
+from trainer.train import TrainState
+
+METRICS_FILE = "metrics.csv"
+METRICS_HEADER = "episode,return,avg100,env_steps,wall_s"
+CONFIG_FILE = "config.json"
+CURVE_FILE = "curve.png"
+CHECKPOINT_FILE = "checkpoint.npz"
+CHECKPOINT_FORMAT = "reinforce-edge/checkpoint-1"
+AVERAGE_WINDOW = 100  # episodes in metrics.csv's avg100 column
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used; the message names it and says why."""
+
+
+def prepare_out(path: str | os.PathLike, *, resume: bool = False) -> Path:
+    """Create (or check) an output directory we may write, refusing to clobber another run."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise RunDirError(
+            f"--out {out}: directory exists and is not empty (use --resume {out} to continue it)"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise RunDirError(f"--out {out}: not writable: {error.strerror or error}") from None
+    return out
+
+
+def metrics_csv(state: TrainState, with_wall_clock: bool = True) -> str:
+    """One row per finished episode; wall_s is left empty when the clock is not recorded."""
+    lines = [METRICS_HEADER]
+    window_sum = 0.0
+    for index, value in enumerate(state.returns):
+        window_sum += value
+        if index >= AVERAGE_WINDOW:
+            window_sum -= state.returns[index - AVERAGE_WINDOW]
+        average = window_sum / min(index + 1, AVERAGE_WINDOW)
+        wall = f"{state.wall_s[index]:.4f}" if with_wall_clock else ""
+        lines.append(f"{index + 1},{value:g},{average:.2f},{state.env_steps[index]},{wall}")
+    return "\n".join(lines) + "\n"
+
+
+def stamp(reproducible: bool) -> tuple[int, str]:
+    """(version, created) of a new policy: now, or SOURCE_DATE_EPOCH when set or reproducible.
+
+    SOURCE_DATE_EPOCH is the reproducible-builds convention for a fixed build time.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            seconds = int(epoch)
+        except ValueError:
+            raise RunDirError(f"SOURCE_DATE_EPOCH must be an integer, got {epoch!r}") from None
+    elif reproducible:
+        seconds = 1
+    else:
+        seconds = int(dt.datetime.now(dt.timezone.utc).timestamp())
+    seconds = max(seconds, 1)  # a policy version is a positive integer
+    created = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
+    return seconds, created
+
+
+def save_run(
+    out: Path,
+    config: TrainConfig,
+    state: TrainState,
+    eval_mean: float | None,
+    *,
+    reproducible: bool = False,
+    plot: bool = True,
+) -> None:
+    """Write every file of the run directory from the state (policy = final parameters)."""
+    version, created = stamp(reproducible)
+    meta = make_meta(
+        hidden=config.hidden,
+        version=version,
+        created=created,
+        train_seed=config.seed,
+        episodes=state.episodes,
+        eval_mean_return=eval_mean,
+        solved_episode=state.solved_at,
+        target_return=config.target_return,
+    )
+    save_policy(out / POLICY_FILE, state.params, meta)
+    atomic_write(out / METRICS_FILE, metrics_csv(state, not reproducible).encode())
+    config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    atomic_write(out / CONFIG_FILE, config_json.encode())
+    save_checkpoint(out / CHECKPOINT_FILE, state)
+    if plot and state.returns:
+        from trainer.plot import plot_curve
+
+        atomic_write(out / CURVE_FILE, plot_curve(state.returns, config.target_return))
+
+
+def save_checkpoint(path: Path, state: TrainState) -> None:
+    info = {
+        "format": CHECKPOINT_FORMAT,
+        "rng": state.rng.bit_generator.state,
+        "updates": state.updates,
+        "last_mean_return": state.last_mean_return,
+        "solved_at": state.solved_at,
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        W1=state.params[KEY_W1],
+        W2=state.params[KEY_W2],
+        cache_W1=state.cache[KEY_W1],
+        cache_W2=state.cache[KEY_W2],
+        returns=np.asarray(state.returns, dtype=np.float64),
+        env_steps=np.asarray(state.env_steps, dtype=np.int64),
+        wall_s=np.asarray(state.wall_s, dtype=np.float64),
+        info=np.array(json.dumps(info)),
+    )
+    atomic_write(path, buffer.getvalue())
+
+
+def load_run(path: str | os.PathLike) -> tuple[TrainConfig, TrainState]:
+    """The config and state saved in a run directory, validated; RunDirError says what is wrong."""
+    run = Path(path)
+    if not run.is_dir():
+        raise RunDirError(f"--resume {run}: no such run directory")
+    try:
+        values = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = from_dict(values)
+    except FileNotFoundError:
+        raise RunDirError(f"--resume {run}: no {CONFIG_FILE} (not a run directory)") from None
+    except (ValueError, TypeError, OSError) as error:
+        raise RunDirError(f"--resume {run}: bad {CONFIG_FILE}: {error}") from None
+    try:
+        state = _read_checkpoint(run / CHECKPOINT_FILE, config)
+    except FileNotFoundError:
+        raise RunDirError(f"--resume {run}: no {CHECKPOINT_FILE} to continue from") from None
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as error:
+        raise RunDirError(f"--resume {run}: bad {CHECKPOINT_FILE}: {error}") from None
+    return config, state
+
+
+def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    info: dict[str, Any] = json.loads(str(arrays["info"][()]))
+    if info.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    shapes = {KEY_W1: (config.hidden, 4), KEY_W2: (config.hidden,)}
+    params, cache = {}, {}
+    for key, shape in shapes.items():
+        for target, name in ((params, key), (cache, f"cache_{key}")):
+            array = np.asarray(arrays[name], dtype=np.float64)
+            if array.shape != shape or not np.all(np.isfinite(array)):
+                raise ValueError(f"{name} has shape {array.shape} or non-finite values")
+            target[key] = array
+    returns = arrays["returns"].astype(np.float64).tolist()
+    env_steps = arrays["env_steps"].astype(np.int64).tolist()
+    wall_s = arrays["wall_s"].astype(np.float64).tolist()
+    if not len(returns) == len(env_steps) == len(wall_s):
+        raise ValueError("history columns have different lengths")
+    if not all(math.isfinite(value) for value in returns + wall_s):
+        raise ValueError("history holds non-finite values")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = info["rng"]
+    solved_at = info.get("solved_at")
+    return TrainState(
+        params=params,
+        cache=cache,
+        rng=rng,
+        returns=returns,
+        env_steps=env_steps,
+        wall_s=wall_s,
+        updates=int(info["updates"]),
+        last_mean_return=float(info["last_mean_return"]),
+        solved_at=None if solved_at is None else int(solved_at),
+    )
