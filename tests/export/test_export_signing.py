@@ -116,3 +116,21 @@ def test_new_version_drops_a_stale_signature_and_same_meta_keeps_it(
     assert "signature" in capsys.readouterr().err
     bumped = load_policy(tmp_path / "bumped" / "policy.npz")
     assert bumped.version == 8 and bumped.signature is None
+
+
+def test_an_independent_verifier_from_the_readme_definition_agrees(run_dir: Path, keys) -> None:
+    """The README's signed-bytes definition, implemented without runtime/ or export/."""
+    import struct
+
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key, pub = keys
+    assert main([str(run_dir), "--sign", str(key), "--version", "12"]) == 0
+    npz = np.load(run_dir / "dist" / "policy.npz")
+    meta = str(npz["meta"]).encode("utf-8")
+    message = b"reinforce-edge/policy-signature/v1\x00" + struct.pack("<Q", len(meta)) + meta
+    for name in ("W1", "W2"):
+        array = np.ascontiguousarray(npz[name], dtype="<f4")
+        message += name.encode() + b"\x00" + struct.pack("<I", array.ndim)
+        message += b"".join(struct.pack("<Q", d) for d in array.shape) + array.tobytes()
+    load_pem_public_key(pub.read_bytes()).verify(npz["signature"].tobytes(), message)
