@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,3 +252,27 @@ def test_not_root_without_prefix_exits_2():
 def test_scripts_are_shellcheck_clean():
     result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_every_key_of_the_config_template_is_a_runtime_setting(tmp_path):
+    from runtime.config import build_config, field_names
+
+    text = (ROOT / "deploy/runtime.toml").read_text()
+    # Every commented-out setting too: `#key = value` and install.sh's `#@group key = value`.
+    uncommented = re.sub(r"(?m)^#(?:@\w+ )?([a-z_]+ = )", r"\1", text)
+    uncommented = uncommented.replace("@BROKER@", "mqtts://broker.lan:8883")
+    uncommented = uncommented.replace("@DEVICE_ID@", "pi-07")
+    settings = tomllib.loads(uncommented)
+    assert len(settings) >= 15 and set(settings) <= set(field_names())
+    (tmp_path / "all.toml").write_text(uncommented)
+    config = build_config({}, {}, tmp_path / "all.toml")  # every value is also valid
+    assert config.broker == "mqtts://broker.lan:8883" and config.username == "pi-07"
+
+
+def test_installed_config_is_accepted_by_the_runtime(tmp_path, inputs):
+    from runtime.config import build_config
+
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    config = build_config({}, {}, prefix / "etc/reinforce-edge/runtime.toml")
+    assert config.device_id == "pi-07" and config.state_dir == "/var/lib/reinforce-edge"
