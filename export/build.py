@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -101,7 +102,7 @@ def export_policy(config: ExportConfig) -> ExportResult:
         raise InputError(str(error)) from None
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
-    artifacts = render_artifacts(policy, config.onnx, config.c)
+    artifacts = render_artifacts(policy, config.onnx, config.c, source.sha256)
     out_dir = Path(config.out) if config.out is not None else default_out
     return write_artifacts(out_dir, source, policy, artifacts)
 
@@ -144,14 +145,17 @@ def exported_policy(source: Policy, version: int | None, private_key: Any | None
     return policy
 
 
-def render_artifacts(policy: Policy, onnx: bool, c: bool) -> dict[str, bytes]:
+def render_artifacts(
+    policy: Policy, onnx: bool, c: bool, source_sha256: str | None = None
+) -> dict[str, bytes]:
     """File name -> bytes, in the order they are written (policy.npz first)."""
     artifacts = {POLICY_FILE: policy_bytes(policy.params, policy.meta, policy.signature)}
     assert hashlib.sha256(artifacts[POLICY_FILE]).hexdigest() == policy.sha256
     if onnx:
         artifacts[ONNX_FILE] = build_onnx(policy, tool_version())
     if c:
-        artifacts[C_HEADER_FILE] = render_header(policy, tool_version()).encode("ascii")
+        header = render_header(policy, tool_version(), source_sha256=source_sha256)
+        artifacts[C_HEADER_FILE] = header.encode("ascii")
     return artifacts
 
 
@@ -201,7 +205,7 @@ def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) ->
     header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
     try:
         return check_parity(staged.params, onnx_model=onnx_model, header=header)
-    except (RuntimeError, OSError, ValueError) as error:
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as error:
         raise Failure(f"parity check could not run: {error}; no artifacts written") from None
 
 

@@ -37,8 +37,12 @@ def _vector(vector: np.ndarray, indent: str, per_line: int = 6) -> str:
     return ",\n".join(lines)
 
 
-def render_header(policy: Policy, tool_version: str) -> str:
-    """The text of policy.h for `policy` (reproducible: no timestamps, only meta fields)."""
+def render_header(policy: Policy, tool_version: str, source_sha256: str | None = None) -> str:
+    """The text of policy.h for `policy` (reproducible: no timestamps, only meta fields).
+
+    `source_sha256`: the sha256 of the policy.npz it was exported from, when that differs
+    from `policy` (a new version or a signature makes new bytes).
+    """
     w1 = np.asarray(policy.params[KEY_W1], dtype=np.float32)
     w2 = np.asarray(policy.params[KEY_W2], dtype=np.float32)
     return f"""\
@@ -48,6 +52,7 @@ def render_header(policy: Policy, tool_version: str) -> str:
  *
  * policy version: {policy.version}
  * policy.npz sha256: {policy.sha256}
+ * exported from policy.npz sha256: {source_sha256 or policy.sha256}
  * hidden units: {policy.hidden}
  *
  *   p(action 1) = sigmoid(W2 . relu(W1 obs))

@@ -45,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Failure as error:
-        print(f"failed: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ImportError as error:  # an optional dependency (extra) is not installed
+        print(
+            f"error: the Python package {error.name or error} is not installed;"
+            " install the project's extras (pip install -e '.[dev]')",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

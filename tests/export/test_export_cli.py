@@ -179,3 +179,29 @@ def test_the_design_command_works_in_a_subprocess(run_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (run_dir / "dist" / "policy.onnx").exists()
+
+
+def test_a_missing_optional_package_is_one_line_and_leaves_nothing(
+    run_dir: Path, monkeypatch, capsys
+) -> None:
+    import sys
+
+    before = snapshot(run_dir)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    assert main([str(run_dir), "--onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime" in err and "not installed" in err
+    assert snapshot(run_dir) == before
+
+
+def test_header_names_the_source_when_the_export_changed_the_bytes(run_dir: Path) -> None:
+    from runtime.policy import load_policy
+
+    source = load_policy(run_dir / "policy.npz")
+    assert main([str(run_dir), "--c", "--version", "31"]) == 0
+    exported = load_policy(run_dir / "dist" / "policy.npz")
+    header = (run_dir / "dist" / "policy.h").read_text()
+    assert exported.sha256 != source.sha256
+    assert f"policy.npz sha256: {exported.sha256}" in header
+    assert f"exported from policy.npz sha256: {source.sha256}" in header
+    assert "policy version: 31" in header
