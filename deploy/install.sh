@@ -310,6 +310,10 @@ do_install() {
     elif [ -x "$R$OPT/bin/python" ] && [ "$(cat "$R$OPT/.source-sha256" 2>/dev/null)" = "$(source_stamp)" ]; then
         :
     else
+        if [ $prefix_given = yes ]; then
+            info "note: the virtualenv's scripts will name $R$OPT, not $OPT: for an image," \
+                "run install.sh inside the image's chroot instead (or --skip-venv here)"
+        fi
         run "build the virtualenv $R$OPT ($python -m venv $venv_args; pip install .[device] $pip_args)" \
             build_venv "$R$OPT"
     fi
