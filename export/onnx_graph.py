@@ -98,8 +98,8 @@ def build_onnx(policy: Policy, tool_version: str, compute: str = "double") -> by
     helper.set_model_props(
         model,
         {
-            "policy_version": str(policy.version),
-            "policy_sha256": policy.sha256,
+            "version": str(policy.version),  # the policy's meta.version
+            "sha256": policy.sha256,  # of the policy.npz exported beside this model
             "hidden": str(policy.hidden),
             "env_id": str(policy.meta.get("env_id", "")),
             "signed": "true" if policy.signature is not None else "false",

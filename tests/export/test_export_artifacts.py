@@ -85,7 +85,7 @@ def test_onnx_model_passes_the_full_checker_and_has_the_contract(exported: Path)
     assert ops == ["MatMul", "Relu", "MatMul", "Sigmoid"]
     policy = load_policy(exported / "policy.npz")
     props = {entry.key: entry.value for entry in model.metadata_props}
-    assert props["policy_version"] == "7" and props["policy_sha256"] == policy.sha256
+    assert props["version"] == "7" and props["sha256"] == policy.sha256
     assert model.producer_name and model.model_version == 7
 
 
