@@ -281,9 +281,8 @@ def parse_args(argv: list[str]) -> ExportConfig:
         prog="python -m export",
         description="Export a trained policy: policy.npz (optionally signed), policy.onnx, "
         "policy.h and manifest.json, each checked against the NumPy forward pass.",
-        epilog="Subcommands: `python -m export keygen --out DIR` makes a signing key pair; "
-        "`python -m export verify FILE --public-key PUB` checks a signature. "
-        "Exit codes: 0 ok, 1 parity failed, 2 bad usage or input.",
+        epilog="Exit codes: 0 ok, 1 parity or writing failed, 2 bad usage or input, "
+        "130 interrupted.",
     )
     parser.add_argument("source", metavar="RUN_DIR_OR_POLICY", type=Path, help=helps["source"])
     parser.add_argument("--out", type=Path, metavar="DIR", help=helps["out"])
