@@ -39,28 +39,33 @@ def sigmoid_scalar(logit: float) -> float:
     return e / (1.0 + e)
 
 
-class NumpyDecision:
-    """p(action 1) for one observation: relu(W1 obs) . W2 through a sigmoid, allocation-free."""
+def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
+    """p(action 1) for one observation: sigmoid(W2 . relu(W1 obs)), allocation-free.
 
-    def __init__(self, params: Params) -> None:
-        # obs @ W1.T is dot(obs, w1t) with w1t C-contiguous (obs_dim, hidden): one BLAS-free pass
-        self.w1t = np.ascontiguousarray(np.asarray(params[KEY_W1], dtype=F32).T)
-        self.w2 = np.ascontiguousarray(params[KEY_W2], dtype=F32)
-        self.hidden = np.empty(self.w2.shape[0], dtype=F32)
-        self.zero = F32(0.0)
+    A closure rather than a class: its weights, buffer and functions are cell variables,
+    the cheapest lookups Python has. The hidden buffer is exposed as `.hidden`.
+    """
+    # obs @ W1.T is dot(obs, w1t) with w1t C-contiguous (obs_dim, hidden)
+    w1t = np.ascontiguousarray(np.asarray(params[KEY_W1], dtype=F32).T)
+    w2 = np.ascontiguousarray(params[KEY_W2], dtype=F32)
+    hidden = np.empty(w2.shape[0], dtype=F32)
+    zero = F32(0.0)
+    dot, maximum, exp = np.dot, np.maximum, math.exp
 
-    def __call__(self, obs: np.ndarray) -> float:
-        hidden = self.hidden
+    def probability(obs: np.ndarray) -> float:
         try:
-            np.dot(obs, self.w1t, out=hidden)  # h = W1 obs
+            dot(obs, w1t, out=hidden)  # h = W1 obs
         except (TypeError, ValueError, AttributeError):  # not a float32 vector: convert once
-            np.dot(np.asarray(obs, dtype=F32).reshape(-1), self.w1t, out=hidden)
-        np.maximum(hidden, self.zero, out=hidden)  # h = relu(h)
-        logit = float(hidden.dot(self.w2))  # z = W2 . h
-        if logit >= 0.0:  # p = sigmoid(z), inlined sigmoid_scalar
-            return 1.0 / (1.0 + math.exp(-logit))
-        e = math.exp(logit)
+            dot(np.asarray(obs, dtype=F32).reshape(-1), w1t, out=hidden)
+        maximum(hidden, zero, out=hidden)  # h = relu(h)
+        logit = float(hidden.dot(w2))  # z = W2 . h
+        if logit >= 0.0:  # p = sigmoid(z), sigmoid_scalar inlined
+            return 1.0 / (1.0 + exp(-logit))
+        e = exp(logit)
         return e / (1.0 + e)
+
+    probability.hidden = hidden  # type: ignore[attr-defined]
+    return probability
 
 
 def naive_decision(params: Params) -> Callable[[np.ndarray], float]:
@@ -136,7 +141,7 @@ def make_active(
     `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`).
     """
     if backend_name == "numpy":
-        return ActivePolicy(policy, NumpyDecision(policy.params))
+        return ActivePolicy(policy, fused_decision(policy.params))
     if backend_name == "onnxruntime":
         if policy_path is None:
             raise BackendError(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.backends import BackendError, NumpyDecision, make_active, naive_decision
+from runtime.backends import BackendError, fused_decision, make_active, naive_decision
 from runtime.cli import main
 from runtime.policy import init_params, load_policy, make_meta, parse_policy, policy_bytes
 
@@ -16,7 +16,7 @@ from runtime.policy import init_params, load_policy, make_meta, parse_policy, po
 def test_fused_numpy_equals_the_reference(hidden: int) -> None:
     rng = np.random.default_rng(hidden)
     params = {k: v.astype(np.float32) for k, v in init_params(hidden, rng).items()}
-    fused, naive = NumpyDecision(params), naive_decision(params)
+    fused, naive = fused_decision(params), naive_decision(params)
     observations = rng.standard_normal((2000, 4)).astype(np.float32) * [1, 2, 0.2, 2]
     fused_p = np.array([fused(obs) for obs in observations])
     naive_p = np.array([naive(obs) for obs in observations])
@@ -34,17 +34,17 @@ def test_fused_numpy_equals_the_reference(hidden: int) -> None:
 
 def test_fused_numpy_extremes_and_other_input_types() -> None:
     params = {"W1": np.eye(4, dtype=np.float32) * 1e4, "W2": np.ones(4, dtype=np.float32)}
-    fused = NumpyDecision(params)
+    fused = fused_decision(params)
     assert fused(np.array([1e4, 0, 0, 0], np.float32)) == 1.0
     assert fused(np.array([-1e4, 0, 0, 0], np.float32)) == 0.5  # relu cuts negative units
     params["W2"] = -params["W2"]
-    assert NumpyDecision(params)(np.array([1e4, 0, 0, 0], np.float32)) == 0.0
+    assert fused_decision(params)(np.array([1e4, 0, 0, 0], np.float32)) == 0.0
     assert fused([0.001, 0.0, 0.0, 0.0]) == pytest.approx(1 / (1 + np.exp(-10)))
     assert fused(np.array([0.001, 0, 0, 0], np.float64)) == pytest.approx(1 / (1 + np.exp(-10)))
 
 
 def test_the_decision_buffer_is_reused() -> None:
-    fused = NumpyDecision(init_params(16, np.random.default_rng(0)))
+    fused = fused_decision(init_params(16, np.random.default_rng(0)))
     buffer = fused.hidden
     fused(np.ones(4, np.float32))
     assert fused.hidden is buffer
@@ -93,7 +93,7 @@ def test_onnxruntime_backend_matches_numpy(policy_path: Path, capsys) -> None:
     policy = load_policy(policy_path)
     write_onnx(policy_path.parent / "policy.onnx", policy.params["W1"], policy.params["W2"])
     active = make_active(policy, "onnxruntime", policy_path)
-    fused = NumpyDecision(policy.params)
+    fused = fused_decision(policy.params)
     for obs in np.random.default_rng(1).standard_normal((200, 4)).astype(np.float32):
         assert active.probability(obs) == pytest.approx(fused(obs), abs=1e-6)
     args = [

@@ -1,0 +1,339 @@
+"""Device runtime benchmark: decision latency, cold start, peak RSS, loop jitter, in one run.
+
+    .venv/bin/python bench/runtime.py            # the full run (about 40 s)
+    .venv/bin/python bench/runtime.py --quick    # a smoke run (a few seconds)
+
+1. Decision latency for one observation at H = 64, 128, 200: the naive NumPy expression
+   (`runtime.policy.action_probability`), the runtime's fused NumPy backend and onnxruntime's
+   `run()` on the ONNX graph the exporter ships, interleaved round by round so that they share
+   the machine's noise. Median: per-call time of batches of calls; p99: single calls timed with
+   `perf_counter_ns`, minus the median cost of reading the clock twice.
+2. Cold start: from spawning `python -m runtime --plant stdio` to reading its first action
+   (median of N runs), with its peak RSS (VmHWM, the kernel's ru_maxrss of that process), for the
+   numpy and the onnxruntime backends. Measured twice: as installed here (an editable install
+   adds a path hook to every start) and as installed on a device (the package on `sys.path`).
+3. Loop jitter: the control loop at 100 Hz on the sim for S seconds: how late each step wakes
+   after its deadline (p50, p99, max) and the overruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.backends import fused_decision, make_active, naive_decision  # noqa: E402
+from runtime.loop import ControlLoop  # noqa: E402
+from runtime.plants import CartPoleSim  # noqa: E402
+from runtime.policy import init_params, load_policy, make_meta, save_policy  # noqa: E402
+from runtime.slot import PolicySlot  # noqa: E402
+
+HIDDEN_SIZES = (64, 128, 200)
+TARGET_FUSED_US = 1.5
+TARGET_RATIO_ORT = 0.4
+TARGET_COLD_MS = 150.0
+TARGET_RSS_MB = 35.0
+TARGET_LATE_P99_MS = 1.0
+
+
+# --- the ONNX model ---------------------------------------------------------------------
+
+
+def write_onnx(policy, path: Path) -> str:
+    """The exporter's graph when the exporter is there, else the same maths in float32."""
+    try:
+        from export.onnx_graph import build_onnx
+
+        path.write_bytes(build_onnx(policy, "bench"))
+        return "export.onnx_graph (float64 inside)"
+    except ImportError:
+        pass
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1, w2 = policy.params["W1"], policy.params["W2"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["obs", "W1T"], ["pre"]),
+            helper.make_node("Relu", ["pre"], ["hidden"]),
+            helper.make_node("MatMul", ["hidden", "W2"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["prob"]),
+        ],
+        "policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(np.ascontiguousarray(w1.T), "W1T"),
+            numpy_helper.from_array(w2.reshape(-1, 1), "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.write_bytes(model.SerializeToString())
+    return "onnx.helper float32 graph"
+
+
+def make_policy(directory: Path, hidden: int, with_onnx: bool) -> tuple[Path, str]:
+    path = directory / f"h{hidden}" / "policy.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = init_params(hidden, np.random.default_rng(hidden))
+    save_policy(path, params, make_meta(hidden=hidden, version=1))
+    graph = write_onnx(load_policy(path), path.parent / "policy.onnx") if with_onnx else "-"
+    return path, graph
+
+
+# --- 1. decision latency ------------------------------------------------------------------
+
+
+def clock_overhead_ns(samples: int = 20_000) -> float:
+    clock = time.perf_counter_ns
+    costs = []
+    for _ in range(samples):
+        start = clock()
+        costs.append(clock() - start)
+    return float(np.median(costs))
+
+
+def latency(candidates: dict, observations: np.ndarray, rounds: int, batch: int) -> dict:
+    """{name: (median us, p99 us)}; candidates run round-robin on the same observations."""
+    clock = time.perf_counter_ns
+    overhead = clock_overhead_ns()
+    batch_us = {name: [] for name in candidates}
+    single_ns = {name: [] for name in candidates}
+    count = len(observations)
+    for round_index in range(rounds):
+        for name, decide in candidates.items():
+            start = clock()
+            for i in range(batch):
+                decide(observations[(round_index * batch + i) % count])
+            batch_us[name].append((clock() - start) / batch / 1000)
+            for i in range(batch):
+                obs = observations[(round_index + i * 7) % count]
+                start = clock()
+                decide(obs)
+                single_ns[name].append(clock() - start - overhead)
+    return {
+        name: (statistics.median(batch_us[name]), float(np.percentile(single_ns[name], 99)) / 1000)
+        for name in candidates
+    }
+
+
+def bench_latency(directory: Path, quick: bool, with_ort: bool) -> tuple[list[dict], str]:
+    rows, graph = [], "-"
+    observations = np.random.default_rng(0).standard_normal((4096, 4)).astype(np.float32)
+    for hidden in HIDDEN_SIZES:
+        path, graph = make_policy(directory, hidden, with_ort)
+        policy = load_policy(path)
+        candidates = {
+            "naive numpy": naive_decision(policy.params),
+            "fused numpy": fused_decision(policy.params),
+        }
+        if with_ort:
+            candidates["onnxruntime run()"] = make_active(policy, "onnxruntime", path).probability
+        for decide in candidates.values():  # warm up every path first
+            for obs in observations[:2000]:
+                decide(obs)
+        result = latency(candidates, observations, rounds=20 if quick else 100, batch=200)
+        for name, (median, p99) in result.items():
+            rows.append({"hidden": hidden, "candidate": name, "median_us": median, "p99_us": p99})
+    return rows, graph
+
+
+# --- 2. cold start and peak RSS -------------------------------------------------------------
+
+
+def device_environment() -> dict[str, str]:
+    """The package and its dependencies on PYTHONPATH, without the editable-install hook."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REINFORCE_EDGE_")}
+    env.pop("NOTIFY_SOCKET", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+    return env
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a live process. (Its getrusage ru_maxrss would not do: Linux carries the
+    high-water mark across fork and exec, so a child of this big process reports ours.)"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def cold_start(policy: Path, backend: str, device_like: bool) -> tuple[float, float]:
+    """(ms from spawn to the first action line, peak RSS MB of the runtime at that point)."""
+    command = [sys.executable, *(["-S"] if device_like else []), "-m", "runtime"]
+    command += ["--policy", str(policy), "--plant", "stdio", "--backend", backend]
+    command += ["--hz", "0", "--log-level", "error"]
+    env = device_environment() if device_like else {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        child.stdin.write(b"0.01 0.02 0.03 0.04\n")  # waits in the pipe for the runtime's reset
+        child.stdin.flush()
+        while True:
+            line = child.stdout.readline()
+            if line in (b"0\n", b"1\n"):
+                elapsed_ms = (time.perf_counter() - start) * 1000
+                break
+            if not line:
+                raise RuntimeError(f"the runtime ended before its first action: {command}")
+        rss = peak_rss_mb(child.pid)  # the runtime now waits for its next observation
+        child.stdin.close()
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    return elapsed_ms, rss
+
+
+def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
+    path, _ = make_policy(directory, 128, with_ort)
+    rows = []
+    backends = ["numpy", "onnxruntime"] if with_ort else ["numpy"]
+    for device_like in (True, False):
+        for backend in backends:
+            cold_start(path, backend, device_like)  # warm the page cache
+            samples = [cold_start(path, backend, device_like) for _ in range(runs)]
+            rows.append(
+                {
+                    "backend": backend,
+                    "install": "device (no editable hook)" if device_like else "editable (here)",
+                    "cold_start_ms": statistics.median(s[0] for s in samples),
+                    "peak_rss_mb": max(s[1] for s in samples),
+                    "runs": runs,
+                }
+            )
+    return rows
+
+
+# --- 3. loop jitter ---------------------------------------------------------------------------
+
+
+def bench_jitter(directory: Path, seconds: float) -> dict:
+    path, _ = make_policy(directory, 128, False)
+    active = make_active(load_policy(path), "numpy")
+    loop = ControlLoop(CartPoleSim(), PolicySlot(active), hz=100, duration=seconds, seed=0)
+    loop.stats.lateness_ns = deque()  # keep every wake-up, not just the recent window
+    summary = loop.run()
+    late_ms = np.array(loop.stats.lateness_ns) / 1e6
+    return {
+        "hz": 100,
+        "seconds": seconds,
+        "steps": summary.decisions,
+        "late_p50_ms": float(np.percentile(late_ms, 50)),
+        "late_p99_ms": float(np.percentile(late_ms, 99)),
+        "late_max_ms": float(late_ms.max()),
+        "overruns": summary.overruns,
+    }
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" NumPy {np.__version__}, load average {load:.2f} at start"
+    )
+
+
+def print_report(latency_rows, graph, cold_rows, jitter) -> None:
+    print(f"machine: {machine()}")
+    print(f"\n== decision latency, one observation (us); ONNX graph: {graph}")
+    print(f"{'H':>4}  {'candidate':<18} {'median':>8} {'p99':>8} {'vs fused':>9}")
+    for hidden in HIDDEN_SIZES:
+        rows = [r for r in latency_rows if r["hidden"] == hidden]
+        fused = next(r for r in rows if r["candidate"] == "fused numpy")["median_us"]
+        for row in rows:
+            ratio = row["median_us"] / fused
+            print(
+                f"{hidden:>4}  {row['candidate']:<18} {row['median_us']:>8.2f}"
+                f" {row['p99_us']:>8.2f} {ratio:>8.2f}x"
+            )
+    at128 = {r["candidate"]: r["median_us"] for r in latency_rows if r["hidden"] == 128}
+    fused = at128["fused numpy"]
+    print(f"\nH=128: fused {fused:.2f} us (target <= {TARGET_FUSED_US})", end="")
+    print(f", naive/fused {at128['naive numpy'] / fused:.2f}x", end="")
+    if "onnxruntime run()" in at128:
+        ratio = fused / at128["onnxruntime run()"]
+        print(f", fused/onnxruntime {ratio:.2f} (target <= {TARGET_RATIO_ORT})", end="")
+    print()
+    print("\n== cold start to first action (median) and peak RSS, H=128")
+    for row in cold_rows:
+        print(
+            f"{row['backend']:<12} {row['install']:<26} {row['cold_start_ms']:7.1f} ms"
+            f"  {row['peak_rss_mb']:6.1f} MB  ({row['runs']} runs)"
+        )
+    print(f"targets (numpy): <= {TARGET_COLD_MS:g} ms, <= {TARGET_RSS_MB:g} MB")
+    print(
+        f"\n== loop jitter at {jitter['hz']} Hz for {jitter['seconds']:g} s ({jitter['steps']} steps)"
+    )
+    print(
+        f"lateness p50 {jitter['late_p50_ms']:.3f} ms, p99 {jitter['late_p99_ms']:.3f} ms,"
+        f" max {jitter['late_max_ms']:.3f} ms, overruns {jitter['overruns']}"
+        f" (target: 0 overruns, p99 <= {TARGET_LATE_P99_MS:g} ms)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--runs", type=int, default=None, help="cold starts per backend (10)")
+    parser.add_argument("--jitter-seconds", type=float, default=None, help="(10)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    runs = args.runs or (2 if args.quick else 10)
+    seconds = args.jitter_seconds or (1.0 if args.quick else 10.0)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        with_ort = True
+    except ImportError:
+        print("onnx/onnxruntime not installed: the onnxruntime rows are left out")
+        with_ort = False
+    with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
+        directory = Path(tmp)
+        latency_rows, graph = bench_latency(directory, args.quick, with_ort)
+        cold_rows = bench_cold_start(directory, runs, with_ort)
+        jitter = bench_jitter(directory, seconds)
+    print_report(latency_rows, graph, cold_rows, jitter)
+    if args.json:
+        results = {"machine": machine(), "latency": latency_rows, "cold_start": cold_rows}
+        Path(args.json).write_text(json.dumps({**results, "jitter": jitter}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
