@@ -33,6 +33,10 @@ MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 PREFIX = "reinforce-edge"
 DEVICES = ("dev-a", "dev-b", "dev-c")
 OPERATOR = "operator"
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None,
+    reason="the openssl command is not installed (apt-get install -y openssl): make-certs.sh needs it",
+)
 SETTLE_S = 0.5  # after the last expected message, how long a forbidden one gets to show up
 PATIENCE_S = 20.0  # upper bound for anything expected (the machine may be busy); rarely reached
 
