@@ -39,6 +39,7 @@ from runtime.constants import (
     DEFAULT_TELEMETRY_INTERVAL_S,
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    MQTT_KEEPALIVE_S,
     OBS_DIM,
     TOPIC_PREFIX_PATTERN,
     UPDATE_QUEUE_MAX,
@@ -126,7 +127,10 @@ class Agent:
         *,
         public_key: Any = None,
         stats: Callable[[], dict[str, Any]] | None = None,
+        inline: bool = False,
     ) -> None:
+        """`inline=True`: no worker thread; payloads are validated in the MQTT thread and
+        telemetry waits for `poll()` (for hosts that drive many agents from one thread)."""
         self.config = config
         self.broker = broker
         self.slot = slot
@@ -139,6 +143,8 @@ class Agent:
             allow_unsigned=config.allow_unsigned,
         )
         self.stats = stats
+        self.inline = inline
+        self._next_telemetry = time.monotonic() + config.telemetry_interval
         self.health = HealthMonitor(config.probation_episodes, config.rollback_below)
         self.topics = topics(config.topic_prefix, config.device_id)
         self.rejected_updates = 0
@@ -167,17 +173,26 @@ class Agent:
 
     # --- life cycle -----------------------------------------------------------------
 
-    def start(self) -> None:
-        """Connect in the background (the broker may be down: it is retried with backoff)."""
-        self._worker.start()
-        connect_async(self.client, self.broker)
-        self.client.loop_start()
+    def start(self, network_thread: bool = True) -> None:
+        """Connect in the background (the broker may be down: it is retried with backoff).
+
+        `network_thread=False` connects now and leaves the network loop to the caller
+        (`client.loop_read/loop_write/loop_misc`), for many agents in one thread.
+        """
+        if not self.inline:
+            self._worker.start()
+        if network_thread:
+            connect_async(self.client, self.broker)
+            self.client.loop_start()
+        else:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=MQTT_KEEPALIVE_S)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Publish the offline status, disconnect and join the threads."""
         self._stopping.set()
-        self._mailbox.put(("stop", None))
-        self._worker.join(timeout)
+        if self._worker.is_alive():
+            self._mailbox.put(("stop", None))
+            self._worker.join(timeout)
         if self.connected.is_set():
             info = self.client.publish(
                 self.topics["status"],
@@ -240,12 +255,24 @@ class Agent:
                 data, f"device busy: {UPDATE_QUEUE_MAX} updates already waiting", message.topic
             )
             return
+        if self.inline:
+            with self._pending_lock:
+                self._pending -= 1
+                self._pending_bytes -= len(data)
+            self._handle_payload(message.topic, data, bool(message.retain))
+            return
         self._mailbox.put(("payload", (message.topic, data, bool(message.retain))))
 
     # --- the worker ---------------------------------------------------------------------
 
+    def poll(self) -> None:
+        """Send telemetry when it is due (inline agents; the worker does this itself)."""
+        if time.monotonic() >= self._next_telemetry:
+            self._publish_telemetry()
+            self._next_telemetry = time.monotonic() + self.config.telemetry_interval
+
     def _work(self) -> None:
-        next_telemetry = time.monotonic() + self.config.telemetry_interval
+        next_telemetry = self._next_telemetry
         while True:
             timeout = max(0.0, next_telemetry - time.monotonic())
             try:
@@ -297,10 +324,10 @@ class Agent:
             return
         self.store.commit(Stored(policy, data))  # durable before anyone hears "applied"
         old = self.slot.swap(active)
+        self._set_last_update(policy.version, policy.sha256, "applied", None)
+        self._publish_status()  # first: the pusher is waiting for it
         self.health.start_probation(policy.version, old.policy.version)
         self.applied_updates += 1
-        self._set_last_update(policy.version, policy.sha256, "applied", None)
-        self._publish_status()
         self._refresh_will()
         logger.info(
             "applied policy version %d (sha256 %s...) from %s in %.1f ms; was version %d",
@@ -363,7 +390,10 @@ class Agent:
             episode_return, version = result.episode_return, result.policy_version
         decision = self.health.record(version, float(episode_return))
         if decision is not None:
-            self._mailbox.put(("rollback", decision))
+            if self.inline:
+                self._roll_back(decision)
+            else:
+                self._mailbox.put(("rollback", decision))
 
     # --- what goes out ------------------------------------------------------------------
 

@@ -1,0 +1,362 @@
+"""MQTT over-the-air updates, measured on a private Mosquitto (loopback, set_tcp_nodelay true).
+
+    .venv/bin/python bench/mqtt.py [--updates 200] [--devices 1000] [--per-process 125]
+
+1. push-to-applied latency: publish a signed policy.npz to a running `python -m runtime`
+   (sim plant, 100 Hz) and time until its retained status says "applied" (validation, Ed25519,
+   fsync'd persistence and the status round trip included); one update every 100 ms.
+2. control-loop overruns at 100 Hz during (1), against the same run without updates and
+   without the MQTT agent at all (the `--json` summary of each run).
+3. a fleet: `--devices` agents (no control loop; `--per-process` per process, driven by one
+   thread there and validating inline; each with its own state directory, fsync'd) and one
+   retained fleet push; seconds from the publish until every device's status said applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.policy import make_meta, meta_to_json, policy_bytes, signed_bytes  # noqa: E402
+
+PREFIX = "bench-edge"
+
+
+# --- a signed policy and a broker ------------------------------------------------------------
+
+
+def make_key(directory: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pub = directory / "signing.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key, pub
+
+
+def balancing_params(hidden: int = 64) -> dict[str, np.ndarray]:
+    """A linear controller spread over `hidden` units: logit = 50 * (0.1, 0.5, 1, 1) . obs."""
+    direction = np.array([0.1, 0.5, 1.0, 1.0], dtype=np.float32)
+    w1 = np.array([direction if i % 2 == 0 else -direction for i in range(hidden)])
+    w2 = np.array([50.0 if i % 2 == 0 else -50.0 for i in range(hidden)], dtype=np.float32)
+    return {"W1": w1.astype(np.float32), "W2": w2 * 2 / hidden}
+
+
+def signed(version: int, key) -> bytes:
+    params = balancing_params()
+    meta = make_meta(hidden=64, version=version, created="2026-01-01T00:00:00+00:00")
+    signature = key.sign(signed_bytes(meta_to_json(meta), params["W1"], params["W2"]))
+    return policy_bytes(params, meta, signature)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_broker(directory: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    config = directory / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\nmax_queued_messages 10000\n"
+    )
+    log = open(directory / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the broker
+    process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, port
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("mosquitto did not start")
+
+
+def stop(process: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signum)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class StatusWatcher:
+    """Collects (arrival time, status) for every device status, live only."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"bench-{uuid.uuid4().hex[:8]}",
+        )
+        subscribed = threading.Event()
+        self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            (time.perf_counter(), m.topic, m.payload)
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(f"{PREFIX}/devices/+/status", qos=1)
+        subscribed.wait(5)
+
+    def wait(self, predicate, timeout: float = 10.0) -> tuple[float, dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                arrived, _, payload = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            body = json.loads(payload) if payload else {}
+            if predicate(body):
+                return arrived, body
+        raise TimeoutError("no matching status")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- 1 and 2: latency and overruns on a running device ------------------------------------------
+
+
+def run_device(
+    workdir: Path, port: int | None, pub: Path, policy: Path, seconds: float, updates: int, key
+) -> tuple[dict, list[float]]:
+    """`python -m runtime` at 100 Hz for `seconds`; `updates` pushes 100 ms apart meanwhile."""
+    argv = [sys.executable, "-m", "runtime", "--policy", str(policy), "--plant", "sim"]
+    argv += ["--hz", "100", "--duration", str(seconds), "--json", "--log-level", "warning"]
+    if port is not None:
+        argv += ["--broker", f"mqtt://127.0.0.1:{port}", "--device-id", "bench-1"]
+        argv += ["--topic-prefix", PREFIX, "--public-key", str(pub)]
+        argv += ["--state-dir", str(workdir / f"state-{uuid.uuid4().hex[:6]}")]
+        argv += ["--telemetry-interval", "1"]
+    watcher = StatusWatcher(port) if port is not None else None
+    device = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
+    latencies = []
+    try:
+        if watcher is not None:
+            watcher.wait(lambda body: body.get("state") == "online", timeout=20)
+        for version in range(6, 6 + updates):
+            data = signed(version, key)
+            sha = hashlib.sha256(data).hexdigest()
+            sent = time.perf_counter()
+            watcher.client.publish(f"{PREFIX}/devices/bench-1/policy", data, qos=1)
+            arrived, body = watcher.wait(
+                lambda body, sha=sha: (body.get("last_update") or {}).get("sha256") == sha
+            )
+            assert body["last_update"]["result"] == "applied", body
+            latencies.append((arrived - sent) * 1e3)
+            time.sleep(max(0.0, 0.1 - (time.perf_counter() - sent)))
+        out, _ = device.communicate(timeout=seconds + 30)
+    finally:
+        if device.poll() is None:
+            stop(device)
+        if watcher is not None:
+            watcher.close()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    return summary, latencies
+
+
+# --- 3: a fleet of agents without control loops ---------------------------------------------------
+
+
+def fleet_worker(port: int, first: int, count: int, pub: str, state_root: str) -> None:
+    """`count` agents driven by this one thread (one selector over their sockets), each
+    validating inline; prints 'ready' once all are online, then runs until killed."""
+    import selectors
+
+    from runtime.agent import Agent, AgentConfig
+    from runtime.backends import make_active
+    from runtime.mqtt import broker_settings
+    from runtime.policy import parse_policy
+    from runtime.signing import load_public_key
+    from runtime.slot import PolicySlot
+    from runtime.state import StateStore, Stored
+
+    if os.environ.get("BENCH_LOG"):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(created).3f %(message)s")
+    public_key = load_public_key(pub)
+    initial = Path(state_root) / "initial.npz"
+    data = initial.read_bytes()
+    policy = parse_policy(data)
+    settings = broker_settings(f"mqtt://127.0.0.1:{port}")
+    selector = selectors.DefaultSelector()
+    agents = []
+    for index in range(first, first + count):
+        store = StateStore(Path(state_root) / f"dev-{index}", public_key=public_key)
+        store.load()
+        store.startup_choice(Stored(policy, data))
+        agent = Agent(
+            AgentConfig(device_id=f"dev-{index}", topic_prefix=PREFIX, telemetry_interval=3600),
+            settings,
+            PolicySlot(make_active(policy)),
+            make_active,
+            store,
+            public_key=public_key,
+            inline=True,
+        )
+        agent.start(network_thread=False)
+        selector.register(agent.client.socket(), selectors.EVENT_READ, agent)
+        agents.append(agent)
+    announced = False
+    next_misc = time.monotonic()
+    while True:
+        for key, _ in selector.select(timeout=0.2):
+            key.data.client.loop_read()
+        for agent in agents:
+            if agent.client.want_write():
+                agent.client.loop_write()
+        if time.monotonic() >= next_misc:  # keepalive pings
+            for agent in agents:
+                agent.client.loop_misc()
+            next_misc = time.monotonic() + 1.0
+        if not announced and all(agent.ready.is_set() for agent in agents):
+            print("ready", flush=True)
+            announced = True
+
+
+def run_fleet(workdir: Path, port: int, key, pub: Path, devices: int, per_process: int) -> dict:
+    from export.push import push
+    from runtime.mqtt import broker_settings
+
+    (workdir / "initial.npz").write_bytes(signed(5, key))
+    workers = []
+    try:
+        started = time.perf_counter()
+        for first in range(0, devices, per_process):
+            count = min(per_process, devices - first)
+            argv = [sys.executable, __file__, "--fleet-worker", str(port), str(first)]
+            argv += [str(count), str(pub), str(workdir)]
+            workers.append(subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT))
+        for worker in workers:
+            line = worker.stdout.readline().decode().strip()
+            if line != "ready":
+                raise RuntimeError(f"a fleet worker failed: {line!r}")
+        connect_s = time.perf_counter() - started
+        outcomes = push(
+            signed(6, key),
+            broker_settings(f"mqtt://127.0.0.1:{port}"),
+            fleet=True,
+            prefix=PREFIX,
+            timeout=60,
+        )
+    finally:
+        for worker in workers:
+            stop(worker)
+    applied = [o for o in outcomes if o.result == "applied"]
+    seconds = [o.seconds for o in applied]
+    return {
+        "devices": devices,
+        "processes": len(workers),
+        "connect_s": connect_s,
+        "applied": len(applied),
+        "total_s": max(seconds) if seconds else float("nan"),
+        "median_s": float(np.median(seconds)) if seconds else float("nan"),
+    }
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=200, help="updates for the latency run")
+    parser.add_argument("--devices", type=int, default=1000, help="agents in the fleet run")
+    parser.add_argument("--per-process", type=int, default=125, help="agents per process")
+    parser.add_argument("--fleet-worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.fleet_worker:
+        port, first, count, pub, root = args.fleet_worker
+        fleet_worker(int(port), int(first), int(count), pub, root)
+        return 0
+    print(f"machine: {machine()}; python {platform.python_version()}")
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-", dir=ROOT) as tmp:
+        workdir = Path(tmp)  # on the project's disk, so fsync is a real fsync
+        key, pub = make_key(workdir)
+        policy = workdir / "policy.npz"
+        policy.write_bytes(signed(5, key))
+        broker, port = start_broker(workdir)
+        try:
+            seconds = args.updates * 0.1 + 2
+            with_updates, latencies = run_device(
+                workdir, port, pub, policy, seconds, args.updates, key
+            )
+            idle, _ = run_device(workdir, port, pub, policy, seconds, 0, key)
+            bare, _ = run_device(workdir, None, pub, policy, seconds, 0, key)
+            fleet = run_fleet(workdir, port, key, pub, args.devices, args.per_process)
+        finally:
+            stop(broker)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    print(f"\n1. push-to-applied over {len(latencies)} updates (publish -> 'applied' status)")
+    print(f"   p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {max(latencies):.2f} ms")
+    print(f"\n2. control loop at 100 Hz for {seconds:.0f} s")
+    print(f"   {'run':<34}{'decisions':>10}{'overruns':>10}{'decision p99 us':>17}")
+    for name, summary in (
+        ("agent + an update every 100 ms", with_updates),
+        ("agent, no updates", idle),
+        ("no agent", bare),
+    ):
+        print(
+            f"   {name:<34}{summary['decisions']:>10}{summary['overruns']:>10}"
+            f"{summary['decision_us_p99']:>17}"
+        )
+    print(f"\n3. fleet push to {fleet['devices']} agents in {fleet['processes']} processes")
+    print(
+        f"   all connected in {fleet['connect_s']:.1f} s; applied {fleet['applied']}/"
+        f"{fleet['devices']}; last applied after {fleet['total_s']:.2f} s"
+        f" (median device {fleet['median_s']:.2f} s)"
+    )
+    ok = p50 <= 5 and p99 <= 20 and fleet["applied"] == fleet["devices"] and fleet["total_s"] <= 3
+    print(f"\ntargets (p50 <= 5 ms, p99 <= 20 ms, fleet <= 3 s): {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
