@@ -348,6 +348,43 @@ def test_the_operator_reads_every_device(fleet):
     operator.close()
 
 
+# --- the configuration itself, and persistence -------------------------------------------
+
+
+def test_config_has_the_promised_settings():
+    settings = {}
+    for line in (MOSQUITTO_DIR / "reinforce-edge.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            settings.setdefault(name, []).append(value)
+    assert settings["listener"] == ["8883"]  # the only way in
+    assert settings["allow_anonymous"] == ["false"]
+    assert settings["require_certificate"] == ["true"]
+    assert settings["set_tcp_nodelay"] == ["true"]
+    assert settings["persistence"] == ["true"]
+    assert "password_file" in settings and "acl_file" in settings
+    policy_limit = 1024 * 1024  # runtime/constants.py DEFAULT_MAX_POLICY_BYTES
+    assert policy_limit < int(settings["max_packet_size"][0]) <= 4 * policy_limit
+
+
+def test_retained_fleet_policy_survives_a_broker_restart(tmp_path):
+    fleet = make_fleet(tmp_path / "restart", ("dev-x", OPERATOR))
+    try:
+        operator = connected(fleet, OPERATOR)
+        operator.publish(FLEET_POLICY, b"fleet policy v7", retain=True)
+        operator.close()
+        fleet.broker.stop()  # SIGTERM: mosquitto saves its database
+        config = broker_config(fleet.workdir, fleet.broker.port)
+        fleet.broker = start_broker(fleet.workdir, config, fleet.broker.port)
+        device = connected(fleet, "dev-x")
+        device.subscribe(FLEET_POLICY)
+        assert wait_until(lambda: device.received), "the retained fleet policy was lost"
+        assert device.received == [(FLEET_POLICY, b"fleet policy v7")]
+        device.close()
+    finally:
+        fleet.broker.stop()
+
+
 # --- revocation --------------------------------------------------------------------------------
 
 
