@@ -1,6 +1,6 @@
 """`python -m runtime`: run a policy on a plant at a fixed rate.
 
-    python -m runtime --policy policy.npz [--plant sim|stdio|gym] [--hz 50] [--episodes N] ...
+    python -m runtime --policy policy.npz [--plant sim|stdio|gym|module:Class] [--hz 50] ...
 
 The flow of `run(config)`: build the plant, load and check the policy (signature when a
 public key is given), make its decision function, put it in a `PolicySlot`, start the optional
@@ -72,7 +72,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """The runtime's own flags; each `dest` is a `RuntimeConfig` field."""
     group = parser.add_argument_group("policy and plant")
     group.add_argument("--policy", metavar="FILE", help="policy.npz to run")
-    group.add_argument("--plant", choices=PLANTS, help="what to control (default: sim)")
+    group.add_argument(
+        "--plant",
+        metavar="NAME",
+        help=f"what to control: {', '.join(PLANTS)}, or module:Class (your own); default sim",
+    )
     group.add_argument("--env", metavar="ID", help="Gymnasium id for --plant gym (CartPole-v1)")
     group.add_argument("--seed", type=int, help="seed of the plant's reset distribution")
     group.add_argument("--backend", choices=BACKENDS, help="forward pass (default: numpy)")

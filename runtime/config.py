@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from runtime.constants import (
 )
 
 PLANTS = ("sim", "stdio", "gym")
+PLANT_REFERENCE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 BACKENDS = ("numpy", "onnxruntime")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_HZ = 10_000.0  # a Python loop cannot keep a faster period honest
@@ -74,7 +76,9 @@ class RuntimeConfig:
     """Everything `python -m runtime` needs; valid by construction (see `_checks`)."""
 
     policy: str | None = setting(None, "policy.npz to run", parse_optional_str)
-    plant: str = setting("sim", f"what the policy controls: {', '.join(PLANTS)}")
+    plant: str = setting(
+        "sim", f"what the policy controls: {', '.join(PLANTS)}, or module:Class (your own)"
+    )
     env: str = setting(ENV_ID, "Gymnasium environment id for --plant gym")
     hz: float = setting(50.0, "decisions per second; 0 runs as fast as possible", float)
     episodes: int | None = setting(None, "stop after this many episodes", parse_optional_int)
@@ -132,6 +136,11 @@ class RuntimeConfig:
                 )
 
 
+def is_plant_reference(value: Any) -> bool:
+    """`package.module:Class`: a user's plant class, imported by `runtime.plants.make_plant`."""
+    return isinstance(value, str) and re.fullmatch(PLANT_REFERENCE, value) is not None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -144,7 +153,11 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
     """(key, is it valid, what is allowed) for every field."""
     return [
         ("policy", c.policy is None or isinstance(c.policy, str), "a file path"),
-        ("plant", c.plant in PLANTS, f"one of {', '.join(PLANTS)}"),
+        (
+            "plant",
+            c.plant in PLANTS or is_plant_reference(c.plant),
+            f"one of {', '.join(PLANTS)}, or module:Class for your own plant",
+        ),
         ("env", isinstance(c.env, str) and c.env != "", "a Gymnasium environment id"),
         ("hz", _is_number(c.hz) and 0 <= c.hz <= MAX_HZ, f"a number in 0..{MAX_HZ:g}"),
         (

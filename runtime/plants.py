@@ -4,11 +4,13 @@
 - `sim`: CartPole-v1 in NumPy, step for step the same as Gymnasium's (same constants,
   Euler integration, thresholds, 500-step truncation and reset distribution for a seed);
 - `stdio`: a line protocol on stdin/stdout for a real plant behind a bridge (see `StdioPlant`);
-- `gym`: any Gymnasium environment with two discrete actions (imports gymnasium only then).
+- `gym`: any Gymnasium environment with two discrete actions (imports gymnasium only then);
+- `module:Class`: your own plant class (see `load_custom_plant` and the README).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -344,4 +346,25 @@ def make_plant(
         return StdioPlant(stdin, stdout, should_stop=should_stop)
     if name == "gym":
         return GymPlant(env_id)
-    raise PlantError(f"unknown plant {name!r}; choose sim, stdio or gym")
+    if ":" in name:
+        return load_custom_plant(name)
+    raise PlantError(f"unknown plant {name!r}; choose sim, stdio, gym or module:Class")
+
+
+def load_custom_plant(reference: str) -> Plant:
+    """`module:Class` -> an instance of the user's plant (its constructor takes no arguments)."""
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PlantError(f"plant {reference}: cannot import {module_name}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise PlantError(f"plant {reference}: {module_name} has no class {attribute}")
+    plant = factory()
+    missing = [name for name in ("reset", "step") if not callable(getattr(plant, name, None))]
+    if missing:
+        raise PlantError(f"plant {reference} is not a plant: no {' or '.join(missing)} method")
+    if not isinstance(getattr(plant, "obs_dim", None), int):
+        raise PlantError(f"plant {reference} is not a plant: it needs an integer obs_dim")
+    return plant

@@ -107,7 +107,7 @@ def test_duration_bounds_the_run(policy_path: Path, capsys) -> None:
         (["--episodes", "0"], "episodes = 0 is not allowed"),
         (["--duration", "-2"], "duration = -2.0 is not allowed"),
         (["--hz", "fast"], "argument --hz: invalid float value: 'fast'"),
-        (["--plant", "robot"], "argument --plant: invalid choice: 'robot'"),
+        (["--plant", "robot"], "plant = 'robot' is not allowed: expected one of sim, stdio, gym"),
         (["--backend", "torch"], "argument --backend: invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
