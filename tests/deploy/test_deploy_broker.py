@@ -30,6 +30,7 @@ from tests.ota_support import new_key, signed_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
+UNIT = ROOT / "deploy" / "reinforce-edge.service"
 PREFIX = "reinforce-edge"
 DEVICES = ("dev-a", "dev-b", "dev-c")
 OPERATOR = "operator"
@@ -453,7 +454,35 @@ def notifications(sock: socket.socket) -> list[str]:
             return lines
 
 
-def test_installed_runtime_connects_over_tls_and_applies_a_pushed_policy(fleet, tmp_path, capsys):
+def seccomp_python() -> str | None:
+    """An interpreter with libseccomp's binding (Debian: python3-seccomp), for unit_sandbox.py."""
+    if shutil.which("systemd-analyze") is None:
+        return None
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        if shutil.which(candidate) and subprocess.run(
+            [candidate, "-c", "import seccomp"], capture_output=True
+        ).returncode == 0:  # fmt: skip
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("sandbox", [False, True], ids=["plain", "unit-sandbox"])
+def test_installed_runtime_connects_over_tls_and_applies_a_pushed_policy(
+    fleet, tmp_path, capsys, sandbox
+):
+    """install.sh's files -> runtime over mutual TLS -> `export push` -> applied and persisted.
+
+    With `unit-sandbox` the runtime runs inside the unit's own system-call filter, socket
+    families and W^X (tests/deploy/unit_sandbox.py), as systemd would start it.
+    """
+    wrapper: list[str | Path] = []
+    if sandbox:
+        interpreter = seccomp_python()
+        if interpreter is None:
+            pytest.skip(
+                "needs systemd-analyze and python3-seccomp (apt-get install python3-seccomp)"
+            )
+        wrapper = [interpreter, Path(__file__).with_name("unit_sandbox.py"), UNIT]
     device = DEVICES[0]
     key, public = new_key(tmp_path)
     (tmp_path / "v1.npz").write_bytes(signed_policy(1, key))
@@ -478,7 +507,7 @@ def test_installed_runtime_connects_over_tls_and_applies_a_pushed_policy(fleet, 
     notify.bind(str(tmp_path / "notify"))
     notify.setblocking(False)
     env.update(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="1000000")
-    command = [sys.executable, "-m", "runtime", "--config", etc / "runtime.toml",
+    command = [*wrapper, sys.executable, "-m", "runtime", "--config", etc / "runtime.toml",
                "--policy", etc / "policy.npz", "--public-key", etc / "fleet.pub",
                "--ca-file", etc / "tls/ca.crt", "--cert", etc / "tls/device.crt",
                "--key", etc / "tls/device.key", "--state-dir", root / "var/lib/reinforce-edge",
@@ -516,4 +545,6 @@ def test_installed_runtime_connects_over_tls_and_applies_a_pushed_policy(fleet, 
             runtime.wait()
         notify.close()
         operator.close()
-    assert runtime.returncode == 0, (tmp_path / "runtime.log").read_text()
+    log = (tmp_path / "runtime.log").read_text()
+    assert runtime.returncode == 0, log
+    assert ("unit sandbox:" in log) == sandbox
