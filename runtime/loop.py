@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 EPISODE_LATENCY_WINDOW = 10_000  # decisions per episode kept for its p50/p99
 RECENT_WINDOW = 1_000  # most recent decisions and wake-ups kept for telemetry and the bench
 RETURN_WINDOW = 100  # most recent episode returns kept for telemetry and health checks
-STOP_POLL_S = 0.1  # a long sleep wakes this often to see a stop request
+STOP_POLL_NS = 100_000_000  # a long sleep wakes this often (0.1 s) to see a stop request
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,8 @@ class ControlLoop:
         self.sleep = sleep
         self.stats = LoopStats()
         self.stop_reason: str | None = None
+        self._watchdog_ns = 0
+        self._next_watchdog = 0
 
     def stop(self, reason: str = "signal") -> None:
         """Ask the loop to stop at the end of the current step (safe from signal handlers)."""
@@ -177,11 +179,11 @@ class ControlLoop:
     def run(self) -> LoopSummary:
         stats, clock, period = self.stats, self.clock, self.period_ns
         notifier = self.notifier
-        watchdog_ns = getattr(notifier, "watchdog_interval_ns", 0) if notifier else 0
+        self._watchdog_ns = getattr(notifier, "watchdog_interval_ns", 0) if notifier else 0
         stats.policy_version = self.slot.active.policy.version
         start = stats.started_ns = clock()
         end = start + self.duration_ns if self.duration_ns is not None else None
-        deadline = next_watchdog = start
+        deadline = self._next_watchdog = start
         ready_sent = False
         episode_ns: deque = deque(maxlen=EPISODE_LATENCY_WINDOW)
         episode_return, episode_steps, episode_overruns = 0.0, 0, 0
@@ -216,9 +218,8 @@ class ControlLoop:
                         break
                     obs = self.plant.reset(None)
                 now = clock()
-                if watchdog_ns and now >= next_watchdog:
-                    notifier.watchdog()
-                    next_watchdog = now + watchdog_ns
+                if self._watchdog_ns and now >= self._next_watchdog:
+                    self._feed_watchdog(now)
                 if end is not None and now >= end:
                     self.stop("duration")
                     break
@@ -241,10 +242,20 @@ class ControlLoop:
 
     def _wait_until(self, deadline: int) -> None:
         while self.stop_reason is None:
-            remaining = deadline - self.clock()
+            now = self.clock()
+            remaining = deadline - now
             if remaining <= 0:
                 return
-            self.sleep(min(remaining / 1e9, STOP_POLL_S))
+            nap = min(remaining, STOP_POLL_NS)
+            if self._watchdog_ns:  # slow rates: keep feeding the watchdog while waiting
+                if now >= self._next_watchdog:
+                    self._feed_watchdog(now)
+                nap = min(nap, self._next_watchdog - now)
+            self.sleep(nap / 1e9)
+
+    def _feed_watchdog(self, now: int) -> None:
+        self.notifier.watchdog()
+        self._next_watchdog = now + self._watchdog_ns
 
     def _finish_episode(
         self, episode_return: float, steps: int, latencies: deque, overruns: int, active: Any

@@ -87,3 +87,15 @@ def test_a_missing_socket_never_breaks_the_runtime(
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "10000")
     assert main(["--policy", str(policy_path), "--hz", "0", "--episodes", "1"], {}) == 0
+
+
+def test_watchdog_is_fed_while_a_slow_loop_waits(
+    policy_path: Path, notify_socket, monkeypatch
+) -> None:
+    sock, address = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # every 50 ms, at 2 Hz: 10 feeds per period
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert main(["--policy", str(policy_path), "--hz", "2", "--duration", "0.9"], {}) == 0
+    watchdogs = [m for m in receive_all(sock) if m == "WATCHDOG=1"]
+    assert len(watchdogs) >= 8  # not just the 2 steps: the wait feeds it too
