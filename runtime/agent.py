@@ -323,10 +323,10 @@ class Agent:
             self._reject(data, f"cannot activate: {error}", topic, version=policy.version)
             return
         self.store.commit(Stored(policy, data))  # durable before anyone hears "applied"
+        self.health.start_probation(policy.version, current.version)  # before its 1st episode
         old = self.slot.swap(active)
         self._set_last_update(policy.version, policy.sha256, "applied", None)
-        self._publish_status()  # first: the pusher is waiting for it
-        self.health.start_probation(policy.version, old.policy.version)
+        self._publish_status()  # before the bookkeeping: the pusher is waiting for it
         self.applied_updates += 1
         self._refresh_will()
         logger.info(
