@@ -38,6 +38,8 @@
 # Exit status: 0 done (or nothing to do), 1 a step failed, 2 bad usage or input (not root
 # without --prefix, Python < 3.10, a given file missing, an unknown or incomplete option).
 set -euo pipefail
+# The virtualenv must be readable by the service user whatever root's umask is.
+umask 022
 
 NAME=reinforce-edge
 OPT=/opt/$NAME
@@ -316,6 +318,16 @@ do_install() {
         fi
         run "build the virtualenv $R$OPT ($python -m venv $venv_args; pip install .[device] $pip_args)" \
             build_venv "$R$OPT"
+    fi
+
+    # The service user must be able to run it (an interpreter under /root, a strict umask...).
+    if [ $skip_venv = no ] && [ $prefix_given = no ] && [ $dry_run = no ]; then
+        local check='import numpy, paho.mqtt.client, cryptography, runtime.cli'
+        local problem
+        if ! problem=$(runuser -u $NAME -- "$OPT/bin/python" -c "$check" 2>&1); then
+            die "user $NAME cannot run $OPT/bin/python ($(echo "$problem" | tail -n 1));" \
+                "is the interpreter ($python) readable by every user? try --python /usr/bin/python3"
+        fi
     fi
 
     # Configuration, key, policy, TLS material, password.
