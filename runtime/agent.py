@@ -168,6 +168,8 @@ class Agent:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_connect_fail = self._on_connect_fail
+        self._unreachable_logged = False
         self.connected = threading.Event()  # the broker accepted the connection
         self.ready = threading.Event()  # ... and the policy subscriptions: status is online
 
@@ -213,8 +215,14 @@ class Agent:
             logger.warning("broker %s refused the connection: %s", self.broker.url, reason_code)
             return
         self.connected.set()
+        self._unreachable_logged = False
         logger.info("connected to %s as %s", self.broker.url, self.config.device_id)
         client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._unreachable_logged:  # once per outage, not once per retry
+            self._unreachable_logged = True
+            logger.warning("cannot reach broker %s; retrying with backoff", self.broker.url)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """Online only once subscribed: whoever sees "online" may publish to this device."""
