@@ -123,7 +123,10 @@ if [ $uninstall = no ]; then
         [ -n "$public_key" ] || [ -f "$prefix$ETC/fleet.pub" ] ||
             die_usage "--broker needs --public-key: updates are accepted only when signed"
     fi
-    case $broker in
+    # TLS files need an mqtts:// broker: this one, or the installed configuration's (renewal).
+    tls_broker=$broker
+    [ -n "$tls_broker" ] || tls_broker=$(sed -n 's/^broker = "\(.*\)"$/\1/p' "$prefix$ETC/runtime.toml" 2>/dev/null || true)
+    case $tls_broker in
     mqtts://*) ;;
     *) [ -z "$ca_file$cert" ] || die_usage "--ca-file/--cert/--key need an mqtts:// --broker" ;;
     esac

@@ -276,3 +276,13 @@ def test_installed_config_is_accepted_by_the_runtime(tmp_path, inputs):
     run_install(*full_args(prefix, inputs), check=True)
     config = build_config({}, {}, prefix / "etc/reinforce-edge/runtime.toml")
     assert config.device_id == "pi-07" and config.state_dir == "/var/lib/reinforce-edge"
+
+
+def test_certificates_can_be_renewed_without_repeating_the_broker(tmp_path, inputs):
+    prefix = tmp_path / "root"
+    run_install(*full_args(prefix, inputs), check=True)
+    inputs["cert"].write_bytes(b"-----BEGIN CERTIFICATE-----\nrenewed\n")
+    result = run_install("--prefix", prefix, "--skip-venv", "--cert", inputs["cert"],
+                         "--key", inputs["key"], check=True)  # fmt: skip
+    assert "1 change(s)" in result.stdout
+    assert (prefix / "etc/reinforce-edge/tls/device.crt").read_bytes().endswith(b"renewed\n")
