@@ -50,15 +50,15 @@ def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
     w2 = np.ascontiguousarray(params[KEY_W2], dtype=F32)
     hidden = np.empty(w2.shape[0], dtype=F32)
     zero = F32(0.0)
-    dot, maximum, exp = np.dot, np.maximum, math.exp
+    maximum, exp, output_dot = np.maximum, math.exp, hidden.dot
 
     def probability(obs: np.ndarray) -> float:
         try:
-            dot(obs, w1t, out=hidden)  # h = W1 obs
-        except (TypeError, ValueError, AttributeError):  # not a float32 vector: convert once
-            dot(np.asarray(obs, dtype=F32).reshape(-1), w1t, out=hidden)
+            obs.dot(w1t, hidden)  # h = W1 obs, into the buffer (the method is the cheapest call)
+        except (TypeError, ValueError, AttributeError):  # not a float32 array: convert once
+            np.asarray(obs, dtype=F32).reshape(-1).dot(w1t, hidden)
         maximum(hidden, zero, out=hidden)  # h = relu(h)
-        logit = float(hidden.dot(w2))  # z = W2 . h
+        logit = float(output_dot(w2))  # z = W2 . h
         if logit >= 0.0:  # p = sigmoid(z), sigmoid_scalar inlined
             return 1.0 / (1.0 + exp(-logit))
         e = exp(logit)
