@@ -13,7 +13,8 @@
 #   /etc/reinforce-edge/policy.npz        --policy          fleet.pub   --public-key
 #   /etc/reinforce-edge/tls/              --ca-file, --cert, --key      mqtt.env  --password-file
 #   /var/lib/reinforce-edge/              state: updates received over MQTT (kept by --uninstall)
-#   /etc/systemd/system/reinforce-edge.service (+ .service.d/ drop-ins), /etc/sysusers.d/
+#   /etc/systemd/system/reinforce-edge.service (+ .service.d/ drop-ins)
+#   /etc/sysusers.d/, /etc/tmpfiles.d/    the user and the owners, for images built with --prefix
 #
 # Options:
 #   --policy FILE         the policy to run (signed policy.npz from `python -m export`)
@@ -48,6 +49,7 @@ STATE=/var/lib/$NAME
 UNIT=/etc/systemd/system/$NAME.service
 DROPINS=/etc/systemd/system/$NAME.service.d
 SYSUSERS=/etc/sysusers.d/$NAME.conf
+TMPFILES=/etc/tmpfiles.d/$NAME.conf
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 die_usage() {
@@ -58,7 +60,7 @@ die() {
     echo "install.sh: $*" >&2
     exit 1
 }
-usage() { sed -n '2,36s/^# \{0,1\}//p' "$0"; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 # --- options --------------------------------------------------------------------------------
 policy="" public_key="" broker="" device_id="" prefix="" prefix_given=no
@@ -264,7 +266,7 @@ do_uninstall() {
     fi
     local had_unit=no
     [ ! -e "$R$UNIT" ] && [ ! -d "$R$DROPINS" ] || had_unit=yes
-    remove "$R$UNIT" "$R$DROPINS" "$R$SYSUSERS" "$R$OPT"
+    remove "$R$UNIT" "$R$DROPINS" "$R$SYSUSERS" "$R$TMPFILES" "$R$OPT"
     if [ $had_unit = yes ] && systemd_here; then run "reload systemd" systemctl daemon-reload; fi
     remove "$R$ETC/policy.npz" "$R$ETC/fleet.pub" "$R$ETC/tls" "$R$ETC/mqtt.env"
     local config=$R$ETC/runtime.toml record=$R$ETC/.runtime.toml.sha256
@@ -302,12 +304,13 @@ do_install() {
     # The service account.
     if [ $prefix_given = yes ]; then
         info "--prefix: not creating the user $NAME nor changing owners" \
-            "(systemd-sysusers creates it from $SYSUSERS on the target)"
+            "(systemd-sysusers and systemd-tmpfiles do both at the target's first boot)"
     elif ! getent passwd $NAME >/dev/null; then
         run "create system user $NAME" useradd --system --user-group --home-dir $STATE \
             --no-create-home --shell /usr/sbin/nologin --comment "reinforce-edge policy runtime" $NAME
     fi
     put_file "$SRC/deploy/sysusers.conf" "$R$SYSUSERS" 644
+    put_file "$SRC/deploy/tmpfiles.conf" "$R$TMPFILES" 644
 
     # The virtualenv.
     if [ $skip_venv = yes ]; then

@@ -15,6 +15,7 @@
 #   --no-reload    do not ask a running mosquitto to re-read its files (systemctl reload)
 set -euo pipefail
 
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die_usage() {
     echo "add-device.sh: $*" >&2
     exit 2
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --no-reload) reload=no; shift ;;
     --remove) remove=yes; shift ;;
     --operator) [ -z "$id" ] || die_usage "give either --operator or one ID"; id=operator; shift ;;
-    -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) usage; exit 0 ;;
     -*) die_usage "unknown option $1 (see --help)" ;;
     *) [ -z "$id" ] || die_usage "one ID at a time (got '$id' and '$1')"; id=$1; shift ;;
     esac

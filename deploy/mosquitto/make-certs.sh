@@ -13,9 +13,7 @@
 # Keys are ECDSA P-256 (fast on small boards, supported by OpenSSL >= 1.1.1 and Python's ssl).
 set -euo pipefail
 
-usage() {
-    sed -n '5,12s/^# \{0,1\}//p' "$0" >&2
-}
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die_usage() {
     echo "make-certs.sh: $*" >&2
     exit 2

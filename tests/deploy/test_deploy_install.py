@@ -286,3 +286,34 @@ def test_certificates_can_be_renewed_without_repeating_the_broker(tmp_path, inpu
                          "--key", inputs["key"], check=True)  # fmt: skip
     assert "1 change(s)" in result.stdout
     assert (prefix / "etc/reinforce-edge/tls/device.crt").read_bytes().endswith(b"renewed\n")
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-sysusers") is None or shutil.which("systemd-tmpfiles") is None,
+    reason="systemd-sysusers/systemd-tmpfiles are not installed (apt-get install -y systemd)",
+)
+def test_an_image_staged_with_prefix_gets_its_user_and_owners_at_first_boot(tmp_path, inputs):
+    """--prefix cannot chown; the target's systemd-sysusers and systemd-tmpfiles do it."""
+    prefix = tmp_path / "image"
+    run_install(*full_args(prefix, inputs), check=True)
+    for tool, config in (("systemd-sysusers", "sysusers.d"), ("systemd-tmpfiles", "tmpfiles.d")):
+        args = [tool, f"--root={prefix}", str(prefix / "etc" / config / "reinforce-edge.conf")]
+        if tool == "systemd-tmpfiles":
+            args.insert(1, "--create")
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    users = {
+        line.split(":")[0]: line.split(":")
+        for line in (prefix / "etc/passwd").read_text().splitlines()
+    }
+    uid, gid = int(users["reinforce-edge"][2]), int(users["reinforce-edge"][3])
+    assert users["reinforce-edge"][6] == "/usr/sbin/nologin"
+    etc = prefix / "etc/reinforce-edge"
+    for path, mode in (
+        (etc, 0o750),
+        (etc / "runtime.toml", 0o640),
+        (etc / "tls/device.key", 0o640),
+    ):
+        assert (path.stat().st_gid, path.stat().st_mode & 0o777) == (gid, mode), path
+    state = prefix / "var/lib/reinforce-edge"
+    assert (state.stat().st_uid, state.stat().st_gid) == (uid, gid)
