@@ -6,8 +6,8 @@
 #   make-certs.sh [--dir DIR] [--days N] [--broker-name NAME]... [ID ...]
 #
 #   DIR/ca.crt  ca.key            the fleet CA (keep ca.key offline once the fleet is made)
-#   DIR/broker.crt  broker.key    server certificate, SAN: localhost, 127.0.0.1, ::1, this
-#                                 host's name and every --broker-name (DNS name or IP address)
+#   DIR/broker.crt  broker.key    server certificate, SAN: localhost, 127.0.0.1, ::1 and every
+#                                 --broker-name (DNS name or IP address; default: this host's name)
 #   DIR/clients/ID.crt  ID.key    client certificate, CN=ID (clientAuth)
 #
 # Keys are ECDSA P-256 (fast on small boards, supported by OpenSSL >= 1.1.1 and Python's ssl).
@@ -70,7 +70,10 @@ fi
 if [ ! -f "$dir/broker.crt" ]; then
     san="DNS:localhost,IP:127.0.0.1,IP:::1"
     host=$(hostname 2>/dev/null || true)
-    [ -z "$host" ] || [ "$host" = localhost ] || san="$san,DNS:$host"
+    # Without --broker-name the broker is this host (make-certs.sh run on the broker itself).
+    if [ ${#names[@]} -eq 0 ] && [ -n "$host" ] && [ "$host" != localhost ]; then
+        san="$san,DNS:$host"
+    fi
     for name in ${names[@]+"${names[@]}"}; do
         case $name in
         *[!0-9.]*) case $name in *:*) san="$san,IP:$name" ;; *) san="$san,DNS:$name" ;; esac ;;
