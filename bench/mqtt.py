@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,15 +153,23 @@ class StatusWatcher:
 
 
 def run_device(
-    workdir: Path, port: int | None, pub: Path, policy: Path, seconds: float, updates: int, key
+    workdir: Path,
+    port: int | None,
+    pub: Path,
+    policy: Path,
+    seconds: float,
+    updates: int,
+    key,
+    state_root: Path | None = None,
 ) -> tuple[dict, list[float]]:
     """`python -m runtime` at 100 Hz for `seconds`; `updates` pushes 100 ms apart meanwhile."""
+    state_dir = (state_root or workdir) / f"state-{uuid.uuid4().hex[:6]}"
     argv = [sys.executable, "-m", "runtime", "--policy", str(policy), "--plant", "sim"]
     argv += ["--hz", "100", "--duration", str(seconds), "--json", "--log-level", "warning"]
     if port is not None:
         argv += ["--broker", f"mqtt://127.0.0.1:{port}", "--device-id", "bench-1"]
         argv += ["--topic-prefix", PREFIX, "--public-key", str(pub)]
-        argv += ["--state-dir", str(workdir / f"state-{uuid.uuid4().hex[:6]}")]
+        argv += ["--state-dir", str(state_dir)]
         argv += ["--telemetry-interval", "1"]
     watcher = StatusWatcher(port) if port is not None else None
     device = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT)
@@ -186,6 +195,7 @@ def run_device(
         if watcher is not None:
             watcher.close()
     summary = json.loads(out.decode().strip().splitlines()[-1])
+    shutil.rmtree(state_dir, ignore_errors=True)
     return summary, latencies
 
 
@@ -289,6 +299,22 @@ def run_fleet(workdir: Path, port: int, key, pub: Path, devices: int, per_proces
     }
 
 
+def fsync_ms(directory: Path, rounds: int = 31) -> float:
+    """Median time of `atomic_write` (write, fsync, rename, fsync the directory) of 2 KiB."""
+    from runtime.policy import atomic_write
+
+    path = directory / f"fsync-probe-{uuid.uuid4().hex[:6]}"
+    times = []
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            atomic_write(path, b"x" * 2048)
+            times.append((time.perf_counter() - started) * 1e3)
+    finally:
+        path.unlink(missing_ok=True)
+    return float(np.median(times))
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 
@@ -328,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
             with_updates, latencies = run_device(
                 workdir, port, pub, policy, seconds, args.updates, key
             )
+            shm = Path("/dev/shm")
+            _, latencies_tmpfs = (
+                run_device(workdir, port, pub, policy, seconds, args.updates, key, shm)
+                if shm.is_dir()
+                else (None, [])
+            )
+            fsync = fsync_ms(workdir)
             idle, _ = run_device(workdir, port, pub, policy, seconds, 0, key)
             bare, _ = run_device(workdir, None, pub, policy, seconds, 0, key)
             fleet = run_fleet(workdir, port, key, pub, args.devices, args.per_process)
@@ -335,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
             stop(broker)
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"\n1. push-to-applied over {len(latencies)} updates (publish -> 'applied' status)")
+    print("   state dir on the project's disk (ext4; write, fsync, rename, fsync the directory):")
     print(f"   p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {max(latencies):.2f} ms")
+    if latencies_tmpfs:
+        q50, q99 = np.percentile(latencies_tmpfs, [50, 99])
+        print("   state dir on tmpfs (/dev/shm: the same code, fsync costs nothing):")
+        print(f"   p50 {q50:.2f} ms   p99 {q99:.2f} ms   max {max(latencies_tmpfs):.2f} ms")
+    print(f"   one atomic_write of 2 KiB on the project's disk right after: {fsync:.2f} ms median")
     print(f"\n2. control loop at 100 Hz for {seconds:.0f} s")
     print(f"   {'run':<34}{'decisions':>10}{'overruns':>10}{'decision p99 us':>17}")
     for name, summary in (
