@@ -208,9 +208,28 @@ def cold_start(policy: Path, backend: str, device_like: bool) -> tuple[float, fl
     return elapsed_ms, rss
 
 
+def baseline_ms(code: str) -> float:
+    """ms from spawn to exit of `python -S -c code` (the floor under any cold start)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-S", "-c", code], env=device_environment(), check=True)
+    return (time.perf_counter() - start) * 1000
+
+
 def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
     path, _ = make_policy(directory, 128, with_ort)
     rows = []
+    for label, code in (("python, nothing", "pass"), ("python + import numpy", "import numpy")):
+        baseline_ms(code)
+        samples = [baseline_ms(code) for _ in range(runs)]
+        rows.append(
+            {
+                "backend": label,
+                "install": "baseline (to exit)",
+                "cold_start_ms": statistics.median(samples),
+                "peak_rss_mb": math.nan,
+                "runs": runs,
+            }
+        )
     backends = ["numpy", "onnxruntime"] if with_ort else ["numpy"]
     for device_like in (True, False):
         for backend in backends:
@@ -292,7 +311,7 @@ def print_report(latency_rows, graph, cold_rows, jitter) -> None:
     print("\n== cold start to first action (median) and peak RSS, H=128")
     for row in cold_rows:
         print(
-            f"{row['backend']:<12} {row['install']:<26} {row['cold_start_ms']:7.1f} ms"
+            f"{row['backend']:<22} {row['install']:<26} {row['cold_start_ms']:7.1f} ms"
             f"  {row['peak_rss_mb']:6.1f} MB  ({row['runs']} runs)"
         )
     print(f"targets (numpy): <= {TARGET_COLD_MS:g} ms, <= {TARGET_RSS_MB:g} MB")

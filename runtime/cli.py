@@ -19,9 +19,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from runtime.backends import BackendError, make_active
 from runtime.config import (
     BACKENDS,
     LOG_LEVELS,
@@ -31,11 +30,11 @@ from runtime.config import (
     build_config,
     field_names,
 )
-from runtime.loop import ControlLoop, EpisodeResult, LoopSummary
-from runtime.notify import Notifier
-from runtime.plants import Plant, PlantError, StdioPlant, make_plant
-from runtime.policy import PolicyError, load_policy
-from runtime.slot import PolicySlot
+
+if TYPE_CHECKING:  # NumPy loads only in main(), after the BLAS thread count is set
+    from runtime.loop import ControlLoop, EpisodeResult, LoopSummary
+    from runtime.plants import Plant
+    from runtime.slot import PolicySlot
 
 log = logging.getLogger("runtime")
 
@@ -196,6 +195,8 @@ class Reporter:
 
 def load_checked_policy(config: RuntimeConfig, obs_dim: int):
     """The policy, validated, and verified when a public key is configured."""
+    from runtime.policy import PolicyError, load_policy
+
     if config.policy is None:
         raise UsageError("no policy given: use --policy FILE (or REINFORCE_EDGE_POLICY)")
     policy = load_policy(config.policy, max_bytes=config.max_policy_bytes, obs_dim=obs_dim)
@@ -216,6 +217,12 @@ def load_checked_policy(config: RuntimeConfig, obs_dim: int):
 
 def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
     """Build everything from `config`, run the loop, report; returns the exit code."""
+    from runtime.backends import make_active
+    from runtime.loop import ControlLoop
+    from runtime.notify import Notifier
+    from runtime.plants import StdioPlant, make_plant
+    from runtime.slot import PolicySlot
+
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
     plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)
@@ -298,7 +305,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger().setLevel(getattr(logging, level.upper()))
 
 
+def single_threaded_blas() -> None:
+    """One BLAS thread, unless the user set one: a (hidden x 4) product gains nothing from more,
+    and idle BLAS threads cost start-up time, memory and jitter on a small board. Effective only
+    before NumPy is imported, so it leaves a process that already has NumPy (tests) alone."""
+    if "numpy" not in sys.modules:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    single_threaded_blas()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -309,6 +326,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as error:
         return fail(f"bad configuration: {error}", EXIT_USAGE)
     configure_logging(config.log_level)
+    from runtime.backends import BackendError
+    from runtime.plants import PlantError
+    from runtime.policy import PolicyError
+
     try:
         return run(config)
     except (UsageError, ConfigError, PolicyError, BackendError, PlantError) as error:
