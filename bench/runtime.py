@@ -211,40 +211,44 @@ def cold_start(policy: Path, backend: str, device_like: bool) -> tuple[float, fl
 def baseline_ms(code: str) -> float:
     """ms from spawn to exit of `python -S -c code` (the floor under any cold start)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-S", "-c", code], env=device_environment(), check=True)
+    env = {**device_environment(), "OPENBLAS_NUM_THREADS": "1"}  # as the runtime sets it
+    subprocess.run([sys.executable, "-S", "-c", code], env=env, check=True)
     return (time.perf_counter() - start) * 1000
 
 
 def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
+    """Every variant once per round, `runs` rounds, so that they share the machine's noise."""
     path, _ = make_policy(directory, 128, with_ort)
-    rows = []
-    for label, code in (("python, nothing", "pass"), ("python + import numpy", "import numpy")):
-        baseline_ms(code)
-        samples = [baseline_ms(code) for _ in range(runs)]
-        rows.append(
-            {
-                "backend": label,
-                "install": "baseline (to exit)",
-                "cold_start_ms": statistics.median(samples),
-                "peak_rss_mb": math.nan,
-                "runs": runs,
-            }
-        )
-    backends = ["numpy", "onnxruntime"] if with_ort else ["numpy"]
+    variants = [
+        ("python, nothing", "baseline (to exit)", lambda: (baseline_ms("pass"), math.nan)),
+        (
+            "python + import numpy",
+            "baseline (to exit)",
+            lambda: (baseline_ms("import numpy"), math.nan),
+        ),
+    ]
     for device_like in (True, False):
-        for backend in backends:
-            cold_start(path, backend, device_like)  # warm the page cache
-            samples = [cold_start(path, backend, device_like) for _ in range(runs)]
-            rows.append(
-                {
-                    "backend": backend,
-                    "install": "device (no editable hook)" if device_like else "editable (here)",
-                    "cold_start_ms": statistics.median(s[0] for s in samples),
-                    "peak_rss_mb": max(s[1] for s in samples),
-                    "runs": runs,
-                }
+        install = "device (no editable hook)" if device_like else "editable (here)"
+        for backend in ["numpy", "onnxruntime"] if with_ort else ["numpy"]:
+            variants.append(
+                (backend, install, lambda b=backend, d=device_like: cold_start(path, b, d))
             )
-    return rows
+    for _, _, measure in variants:  # warm the page cache
+        measure()
+    samples: list[list[tuple[float, float]]] = [[] for _ in variants]
+    for _ in range(runs):
+        for index, (_, _, measure) in enumerate(variants):
+            samples[index].append(measure())
+    return [
+        {
+            "backend": backend,
+            "install": install,
+            "cold_start_ms": statistics.median(s[0] for s in samples[index]),
+            "peak_rss_mb": max(s[1] for s in samples[index]),
+            "runs": runs,
+        }
+        for index, (backend, install, _) in enumerate(variants)
+    ]
 
 
 # --- 3. loop jitter ---------------------------------------------------------------------------
