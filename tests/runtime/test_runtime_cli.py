@@ -35,6 +35,7 @@ def run_blocked(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         [sys.executable, "-c", BLOCK_HEAVY, *args],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,6 +64,12 @@ def test_balances_to_500_without_heavy_modules(policy_path: Path) -> None:
     assert summary["type"] == "summary" and summary["episodes"] == 3
     assert summary["decisions"] == 1500 and summary["mean_return"] == 500.0
     assert "unsigned" in done.stderr
+
+
+def test_stdio_plant_imports_nothing_heavy(policy_path: Path) -> None:
+    done = run_blocked("--policy", str(policy_path), "--plant", "stdio", "--json")
+    assert done.returncode == 0, done.stderr  # stdin is empty: the plant closes at once
+    assert '"stopped_by": "plant closed"' in done.stderr and done.stdout == "reset\n"
 
 
 def test_help_imports_nothing_heavy() -> None:
