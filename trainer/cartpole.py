@@ -42,8 +42,21 @@ class CartPoleBatch:
 
     def reset(self, num_envs: int) -> np.ndarray:
         """Start `num_envs` environments afresh; returns the observations (N, 4), a view."""
-        self.state = self.rng.uniform(-RESET_BOUND, RESET_BOUND, size=(4, num_envs))
+        self.state = self._initial_states(num_envs)
         return self.state.T
+
+    def reset_where(self, ended: np.ndarray) -> np.ndarray:
+        """Start the environments where `ended` (N,) is True afresh; returns all observations."""
+        self.state[:, ended] = self._initial_states(int(np.count_nonzero(ended)))
+        return self.state.T
+
+    def widen(self, count: int) -> np.ndarray:
+        """Add `count` fresh environments after the existing ones; returns all observations."""
+        self.state = np.concatenate([self.state, self._initial_states(count)], axis=1)
+        return self.state.T
+
+    def _initial_states(self, count: int) -> np.ndarray:
+        return self.rng.uniform(-RESET_BOUND, RESET_BOUND, size=(4, count))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Apply actions (N,) bool (True = push right) for one time step of TAU seconds.

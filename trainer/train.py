@@ -1,10 +1,11 @@
-"""The training loop: play a batch of episodes, compute the policy gradient, take an RMSProp step.
+"""The training loop: play episodes, and every `batch` finished episodes take one RMSProp step.
 
-One flow for both presets. A batch is played in rounds: in a round up to `num_envs`
-environments start together and are stepped in lock-step by one batched forward pass until the
-last one ends (finished ones are masked), so the data of a round is a (time, env) grid.
-Episodes are reported in finishing order as they end, so training stops at the exact episode
-that completes the solving window.
+One flow for both presets. `width` environment slots are stepped in lock-step by one batched
+forward pass; a slot whose episode ends is restarted at once, so no step of the loop is spent on
+a finished episode. Finished episodes are reported in finishing order, so training stops at the
+exact episode that completes the solving window. Every `batch` finished episodes the policy
+takes a step; episodes still running then carry on under the new weights (with one slot, as in
+the article, none are running at that moment).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from trainer.reinforce import (
 
 log = logging.getLogger(__name__)
 
+RING_STEPS = 2 * MAX_EPISODE_STEPS  # rows of the step history: an episode never outlives them
+UNIFORM_BLOCK = 256  # steps of action noise drawn at once
+
 
 @dataclass
 class TrainState:
@@ -51,6 +55,11 @@ class TrainState:
     def episodes(self) -> int:
         return len(self.returns)
 
+    def trim(self) -> None:
+        """Drop a half-recorded episode (an interrupt between the appends)."""
+        count = min(len(self.returns), len(self.env_steps), len(self.wall_s))
+        del self.returns[count:], self.env_steps[count:], self.wall_s[count:]
+
 
 def new_state(config: TrainConfig) -> TrainState:
     rng = np.random.default_rng(config.seed)
@@ -61,47 +70,36 @@ def new_state(config: TrainConfig) -> TrainState:
 # --- environments ----------------------------------------------------------------
 
 
-class GymnasiumEnvs:
-    """Gymnasium's CartPole-v1 behind CartPoleBatch's reset/step interface.
+class GymnasiumEnv:
+    """One Gymnasium CartPole-v1 (`gymnasium.make`) behind CartPoleBatch's interface.
 
-    One environment uses `gymnasium.make` (the article's single-action stepping); more use
-    `make_vec(..., vectorization_mode="vector_entry_point")`, one per round width. Steps after
-    an environment's first end (the vector env's autoreset step among them) are masked by
-    the caller, so autoreset never leaks into the data.
+    The article's set-up: one environment stepped one action at a time.
     """
 
     def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.envs: dict = {}
-        self.num_envs = 0
-
-    def reset(self, num_envs: int) -> np.ndarray:
         import gymnasium as gym
 
-        self.num_envs = num_envs
-        seed = None
-        if num_envs not in self.envs:
-            seed = int(self.rng.integers(2**31))  # seeded once; later resets continue its RNG
-            if num_envs == 1:
-                self.envs[num_envs] = gym.make("CartPole-v1")
-            else:
-                self.envs[num_envs] = gym.make_vec(
-                    "CartPole-v1", num_envs=num_envs, vectorization_mode="vector_entry_point"
-                )
-        obs, _ = self.envs[num_envs].reset(seed=seed)
-        return obs.reshape(num_envs, OBS_DIM)
+        self.env = gym.make("CartPole-v1")
+        self.seed: int | None = int(rng.integers(2**31))  # the first reset seeds its RNG
+
+    def reset(self, num_envs: int) -> np.ndarray:
+        assert num_envs == 1, "the Gymnasium backend steps one environment"
+        obs, _ = self.env.reset(seed=self.seed)
+        self.seed = None
+        return obs.reshape(1, OBS_DIM)
+
+    def reset_where(self, ended: np.ndarray) -> np.ndarray:
+        return self.reset(1)
+
+    def widen(self, count: int) -> np.ndarray:
+        raise AssertionError("the Gymnasium backend steps one environment")
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        env = self.envs[self.num_envs]
-        if self.num_envs == 1:
-            obs, _, terminated, _, _ = env.step(int(action[0]))
-            return obs.reshape(1, OBS_DIM), np.array([terminated])
-        obs, _, terminated, _, _ = env.step(action.astype(np.int64))
-        return obs, terminated
+        obs, _, terminated, _, _ = self.env.step(int(action[0]))
+        return obs.reshape(1, OBS_DIM), np.array([terminated])
 
     def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
+        self.env.close()
 
 
 class NumpyEnvs(CartPoleBatch):
@@ -109,93 +107,108 @@ class NumpyEnvs(CartPoleBatch):
         pass
 
 
-Envs = NumpyEnvs | GymnasiumEnvs
+Envs = NumpyEnvs | GymnasiumEnv
 
 
 def make_envs(config: TrainConfig, rng: np.random.Generator) -> Envs:
-    return GymnasiumEnvs(rng) if config.env == "gymnasium" else NumpyEnvs(rng)
+    return GymnasiumEnv(rng) if config.env == "gymnasium" else NumpyEnvs(rng)
 
 
-# --- one round of episodes -----------------------------------------------------------
+# --- playing episodes ---------------------------------------------------------------
 
 
 @dataclass
-class Round:
-    """A (time, env) grid of one round: observations, actions, and which steps were live."""
+class Episode:
+    obs: np.ndarray  # (T, 4) float32
+    actions: np.ndarray  # (T,) bool, True = push right
 
-    obs: np.ndarray  # (T, N, 4) float32
-    actions: np.ndarray  # (T, N) bool, True = push right
-    alive: np.ndarray  # (T, N) bool
+    @property
+    def length(self) -> int:
+        return len(self.actions)
 
 
-def play_round(
-    envs: Envs,
-    num_envs: int,
+class Slots:
+    """The running environments and the recent history of every slot (a ring of steps)."""
+
+    def __init__(self, envs: Envs, rng: np.random.Generator, max_width: int, width: int) -> None:
+        self.envs = envs
+        self.rng = rng
+        self.obs_ring = np.zeros((RING_STEPS, max_width, OBS_DIM), dtype=np.float32)
+        self.action_ring = np.zeros((RING_STEPS, max_width), dtype=bool)
+        self.start = np.zeros(max_width, dtype=np.int64)  # step at which each episode began
+        self.step = 0  # steps of the loop so far
+        self.env_steps = 0  # environment steps so far (width per loop step)
+        self.width = width
+        self.obs = envs.reset(width)
+
+    def widen(self, width: int) -> None:
+        if width > self.width:
+            self.obs = self.envs.widen(width - self.width)
+            self.start[self.width : width] = self.step
+            self.width = width
+
+    def episode(self, slot: int) -> Episode:
+        rows = np.arange(self.start[slot], self.step) % RING_STEPS
+        return Episode(self.obs_ring[rows, slot], self.action_ring[rows, slot])
+
+
+def play(
+    slots: Slots,
     params: Params,
-    rng: np.random.Generator,
-    on_episode_end: Callable[[np.ndarray, int], bool],
-) -> tuple[Round, bool]:
-    """Step `num_envs` environments until every episode ends; report episodes as they end.
+    on_episode_end: Callable[[Episode, int], bool],
+) -> None:
+    """Step every slot until `on_episode_end(episode, env_steps)` returns True.
 
-    `on_episode_end(lengths, steps)` gets the lengths of the episodes that ended at one time
-    step (in environment order) and the live environment steps of this round so far, and
-    returns True to stop at once. Returns the round and whether it stopped early. CartPole
-    pays +1 per step survived, so an episode's return is its length.
+    CartPole pays +1 per step survived, so an episode's return is its length.
     """
-    # float32 weights, as on the device; the gradient is computed in float64
-    params32 = {k: v.astype(np.float32) for k, v in params.items()}
-    obs_grid = np.empty((MAX_EPISODE_STEPS, num_envs, OBS_DIM), dtype=np.float32)
-    actions = np.empty((MAX_EPISODE_STEPS, num_envs), dtype=bool)
-    uniforms = rng.random((MAX_EPISODE_STEPS, num_envs), dtype=np.float32)  # action = u < p
-    lengths = np.full(num_envs, MAX_EPISODE_STEPS)
-    alive = np.ones(num_envs, dtype=bool)
-    running, finished_steps = num_envs, 0
-    obs = envs.reset(num_envs)
-    stopped = False
-    for t in range(MAX_EPISODE_STEPS):
-        obs_grid[t] = obs
-        prob, _ = forward(params32, obs_grid[t])
-        np.less(uniforms[t], prob, out=actions[t])
-        obs, terminated = envs.step(actions[t])
-        ended = alive & terminated if t + 1 < MAX_EPISODE_STEPS else alive.copy()
-        if ended.any():
-            alive &= ~ended
-            lengths[ended] = t + 1
-            count = int(ended.sum())
-            stopped = on_episode_end(np.full(count, t + 1), finished_steps + running * (t + 1))
-            finished_steps += count * (t + 1)
-            running -= count
-            if stopped or running == 0:
-                break
-    steps = t + 1
-    alive_grid = np.arange(steps)[:, None] < lengths[None, :]
-    return Round(obs_grid[:steps], actions[:steps], alive_grid), stopped
+    params32 = {k: v.astype(np.float32) for k, v in params.items()}  # as on the device
+    width, envs, rng = slots.width, slots.envs, slots.rng
+    obs_ring, action_ring, start = slots.obs_ring, slots.action_ring, slots.start
+    obs, step, env_steps = slots.obs, slots.step, slots.env_steps
+    oldest = int(start[:width].min())
+    uniforms = rng.random((UNIFORM_BLOCK, width), dtype=np.float32)  # action = u < p
+    stop = False
+    while not stop:
+        row = step % RING_STEPS
+        obs_ring[row, :width] = obs
+        prob, _ = forward(params32, obs_ring[row, :width])
+        if step % UNIFORM_BLOCK == 0 and step > slots.step:
+            uniforms = rng.random((UNIFORM_BLOCK, width), dtype=np.float32)
+        action = action_ring[row, :width]
+        np.less(uniforms[step % UNIFORM_BLOCK], prob, out=action)
+        obs, ended = envs.step(action)
+        step += 1
+        env_steps += width
+        if step - oldest >= MAX_EPISODE_STEPS:  # CartPole-v1's time limit
+            ended = ended | (step - start[:width] >= MAX_EPISODE_STEPS)
+        if not ended.any():
+            continue
+        slots.step = step
+        for slot in np.flatnonzero(ended).tolist():
+            stop = on_episode_end(slots.episode(slot), env_steps) or stop
+        obs = envs.reset_where(ended)
+        start[:width][ended] = step
+        oldest = int(start[:width].min())
+    slots.obs, slots.step, slots.env_steps = obs, step, env_steps
 
 
 # --- the update --------------------------------------------------------------------
 
 
-def policy_gradient(params: Params, rounds: list[Round], config: TrainConfig) -> Params:
-    """The REINFORCE gradient of a batch: advantages times d log pi, summed over live steps."""
-    length = max(len(r.alive) for r in rounds)
-    alive = np.concatenate([_pad(r.alive, length) for r in rounds], axis=1)
+def policy_gradient(params: Params, episodes: list[Episode], config: TrainConfig) -> Params:
+    """The REINFORCE gradient of a batch: advantages times d log pi, summed over all steps."""
+    lengths = np.array([episode.length for episode in episodes])
+    alive = np.arange(lengths.max())[:, None] < lengths[None, :]  # (T, B) episodes side by side
     returns = discounted_returns(alive.astype(np.float64), config.gamma)  # reward 1 per live step
     if config.baseline == "time":
-        advantages = time_baseline_advantages(returns, alive)[alive]
+        advantages = time_baseline_advantages(returns, alive).T[alive.T]
     else:
-        advantages = standardise(returns[alive])
-    obs = np.concatenate([_pad(r.obs, length) for r in rounds], axis=1)[alive]
-    actions = np.concatenate([_pad(r.actions, length) for r in rounds], axis=1)[alive]
-    prob, hidden = forward(params, obs.astype(np.float64))
+        advantages = standardise(returns.T[alive.T])
+    obs = np.concatenate([episode.obs for episode in episodes]).astype(np.float64)
+    actions = np.concatenate([episode.actions for episode in episodes])
+    prob, hidden = forward(params, obs)
     dlogit = advantages * (actions - prob)  # d log pi(a|obs) / d logit = a - p
     return backward(params, obs, hidden, dlogit)
-
-
-def _pad(grid: np.ndarray, length: int) -> np.ndarray:
-    if len(grid) == length:
-        return grid
-    padding = np.zeros((length - len(grid), *grid.shape[1:]), dtype=grid.dtype)
-    return np.concatenate([grid, padding])
 
 
 def progress(config: TrainConfig, mean_return: float) -> float:
@@ -211,8 +224,8 @@ def learning_rate(config: TrainConfig, mean_return: float) -> float:
 
 def batch_size(config: TrainConfig, mean_return: float) -> int:
     """Geometric from batch to batch_final with progress: small batches give many updates per
-    episode while learning; once episodes are long, wide rounds cost the step loop about the
-    same per step as narrow ones, and the larger batch steadies the gradient."""
+    episode while learning; once episodes are long, more slots cost the step loop about the same
+    per step as few, and the larger batch steadies the gradient."""
     ratio = config.batch_final / config.batch
     return int(round(config.batch * ratio ** progress(config, mean_return)))
 
@@ -228,75 +241,70 @@ def train(
 ) -> TrainState:
     """Train until the trailing window reaches the target or max_episodes have been played.
 
-    Continues `state` when given (resume). On KeyboardInterrupt the state holds the last
-    completed batch (a partial batch is dropped) and the exception propagates.
+    Continues `state` when given (resume): weights, optimiser, RNG and history carry on; the
+    environments start fresh episodes, and finished episodes not yet learnt from (less than a
+    batch) stay in the history but are not learnt from. On KeyboardInterrupt the state holds
+    every finished episode and the last update; the exception propagates so that the caller
+    can save it.
     """
     state = state or new_state(config)
+    if state.solved_at is not None and not _is_solved(config, state.returns):
+        state.solved_at = None  # resumed with a higher target
     envs = make_envs(config, state.rng)
     wall_offset = state.wall_s[-1] if state.wall_s else 0.0
+    steps_offset = state.env_steps[-1] if state.env_steps else 0
     start = clock()
+    slots = Slots(envs, state.rng, config.num_envs, _width(config, state))
+    batch: list[Episode] = []
+
+    def on_episode_end(episode: Episode, env_steps: int) -> bool:
+        state.returns.append(float(episode.length))
+        state.env_steps.append(steps_offset + env_steps)
+        state.wall_s.append(wall_offset + clock() - start)
+        batch.append(episode)
+        if _is_solved(config, state.returns):
+            state.solved_at = state.episodes
+            return True
+        return state.episodes >= config.max_episodes or len(batch) >= _batch(config, state)
+
     try:
         while state.solved_at is None and state.episodes < config.max_episodes:
-            rng_before = state.rng.bit_generator.state
-            try:
-                _train_batch(config, state, envs, lambda: wall_offset + clock() - start)
-            except KeyboardInterrupt:
-                state.rng.bit_generator.state = rng_before  # as if the batch never started
-                raise
-            if on_batch is not None:
-                on_batch(state)
+            play(slots, state.params, on_episode_end)
+            if len(batch) >= _batch(config, state) and state.solved_at is None:
+                _update(config, state, batch)
+                batch.clear()
+                slots.widen(_width(config, state))
+                if on_batch is not None:
+                    on_batch(state)
+    except KeyboardInterrupt:
+        state.trim()
+        raise
     finally:
         envs.close()
     return state
 
 
-def _train_batch(
-    config: TrainConfig,
-    state: TrainState,
-    envs: Envs,
-    elapsed: Callable[[], float],
-) -> None:
-    """Play one batch and update; the history gains the batch's episodes only when it is done."""
-    returns: list[float] = []
-    env_steps: list[int] = []
-    wall: list[float] = []
-    steps_before = state.env_steps[-1] if state.env_steps else 0
-    solved = False
+def _batch(config: TrainConfig, state: TrainState) -> int:
+    return batch_size(config, state.last_mean_return)
 
-    def on_episode_end(lengths: np.ndarray, round_steps: int) -> bool:
-        nonlocal solved
-        now = elapsed()
-        for length in lengths.tolist():
-            returns.append(float(length))
-            env_steps.append(steps_before + round_steps)
-            wall.append(now)
-            if _is_solved(config, state.returns + returns):
-                solved = True
-                return True
-        return state.episodes + len(returns) >= config.max_episodes
 
-    batch = batch_size(config, state.last_mean_return)
-    rounds: list[Round] = []
-    for first in range(0, batch, config.num_envs):
-        width = min(config.num_envs, batch - first)
-        played, stopped = play_round(envs, width, state.params, state.rng, on_episode_end)
-        rounds.append(played)
-        steps_before += int(played.alive.sum())
-        if stopped:
-            break
-    params, cache, updates = state.params, state.cache, state.updates
-    if not solved and len(returns) == batch:  # a batch cut short by the end is not learnt from
-        grads = policy_gradient(params, rounds, config)
-        lr = learning_rate(config, state.last_mean_return)
-        params, cache = rmsprop_step(params, grads, cache, lr, config.rms_decay, config.rms_eps)
-        updates += 1
-    # commit the batch in one go, so an interrupt leaves the state at a batch boundary
-    state.params, state.cache, state.updates = params, cache, updates
-    state.returns += returns
-    state.env_steps += env_steps
-    state.wall_s += wall
-    state.last_mean_return = float(np.mean(returns))
-    state.solved_at = state.episodes if solved else None
+def _width(config: TrainConfig, state: TrainState) -> int:
+    return min(config.num_envs, _batch(config, state))
+
+
+def _update(config: TrainConfig, state: TrainState, batch: list[Episode]) -> None:
+    grads = policy_gradient(state.params, batch, config)
+    lr = learning_rate(config, state.last_mean_return)
+    params, cache = rmsprop_step(
+        state.params, grads, state.cache, lr, config.rms_decay, config.rms_eps
+    )
+    # one assignment: an interrupt leaves the old or the new weights with their optimiser state
+    state.params, state.cache, state.updates, state.last_mean_return = (
+        params,
+        cache,
+        state.updates + 1,
+        float(np.mean([episode.length for episode in batch])),
+    )
 
 
 def _is_solved(config: TrainConfig, returns: list[float]) -> bool:
