@@ -188,7 +188,13 @@ def test_fifty_kills_while_updates_stream_never_lose_or_regress(tmp_path, broker
         for _ in range(50):
             device = RuntimeProcess(tmp_path, broker.port, pub, policy, "--hz", "200")
             try:
-                watcher.wait_for(lambda t, b: b.get("state") == "online", timeout=15)
+                # the restarted process's first status (no update handled yet) names the
+                # policy it loaded: the persisted one, never older (--policy is version 5)
+                first = watcher.wait_for(
+                    lambda t, b: b.get("state") == "online" and b.get("last_update") is None,
+                    timeout=15,
+                )
+                assert first["policy_version"] >= floor, (first, floor)
                 time.sleep(rng.uniform(0.0, 0.15))
             finally:
                 device.kill(signal.SIGKILL)
