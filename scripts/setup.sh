@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtualenv in .venv with every extra, and Mosquitto for the tests.
+# Idempotent set-up: the system tools the tests use (Mosquitto, openssl, shellcheck,
+# systemd-analyze), then a virtualenv in .venv with every extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+
+# command -> Debian package that provides it
+declare -A NEEDED=(
+    [mosquitto]=mosquitto
+    [mosquitto_sub]=mosquitto-clients
+    [openssl]=openssl
+    [shellcheck]=shellcheck
+    [systemd-analyze]=systemd
+    [gcc]=gcc
+)
+missing=()
+for tool in "${!NEEDED[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${NEEDED[$tool]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update
-    $SUDO apt-get install -y mosquitto mosquitto-clients
+    echo "setup: installing ${missing[*]} with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv || {
-        echo "python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)" >&2
+        echo "setup: python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)" >&2
         exit 1
     }
 fi
