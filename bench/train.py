@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runtime.policy import action_probability, make_meta, parse_policy, policy_bytes  # noqa: E402
+from trainer.cli import finish  # noqa: E402
 from trainer.config import TrainConfig, preset  # noqa: E402
 from trainer.train import train  # noqa: E402
 
@@ -45,6 +46,7 @@ class Result:
     wall_s: float
     eval_mean: float
     eval_min: float
+    polish: int  # episodes trained after solving until the greedy policy reached the target
 
 
 def independent_eval(params: dict, episodes: int = EVAL_EPISODES) -> list[float]:
@@ -70,14 +72,19 @@ def independent_eval(params: dict, episodes: int = EVAL_EPISODES) -> list[float]
 
 def run(name: str, config: TrainConfig) -> Result:
     state = train(config)
-    returns = independent_eval(state.params)
+    solved_at, wall, steps = state.solved_at, state.wall_s[-1], state.env_steps[-1]
+    # the policy the CLI saves: the best of the last few updates by a greedy evaluation,
+    # polished by further updates if none reaches the target
+    policy, _ = finish(config, state)
+    returns = independent_eval(policy)
     return Result(
         name=name,
         seed=config.seed,
-        solved=state.solved_at is not None,
-        episodes=state.episodes,
-        env_steps=state.env_steps[-1],
-        wall_s=state.wall_s[-1],
+        solved=solved_at is not None,
+        episodes=solved_at or state.episodes,
+        env_steps=steps,
+        wall_s=wall,
+        polish=state.episodes - (solved_at or state.episodes),
         eval_mean=float(np.mean(returns)),
         eval_min=float(np.min(returns)),
     )
@@ -152,7 +159,7 @@ def main() -> int:
 
     print(f"machine: {machine()}")
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    header = f"{'config':>10} {'seed':>5} {'solved':>6} {'episodes':>8} {'env steps':>10} {'wall s':>8} {'eval mean':>9} {'eval min':>8}"
+    header = f"{'config':>10} {'seed':>5} {'solved':>6} {'episodes':>8} {'env steps':>10} {'wall s':>8} {'eval mean':>9} {'eval min':>8} {'polish':>6}"
     print(header)
     groups: dict[str, list[Result]] = {}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
@@ -168,7 +175,7 @@ def main() -> int:
         print(
             f"{name:>10} {result.seed:>5} {str(result.solved):>6} {result.episodes:>8}"
             f" {result.env_steps:>10} {result.wall_s:>8.3f} {result.eval_mean:>9.1f}"
-            f" {result.eval_min:>8.0f}",
+            f" {result.eval_min:>8.0f} {result.polish:>6}",
             flush=True,
         )
     print()

@@ -22,6 +22,8 @@ from trainer.config import PRESETS, SEED_PRESET, TrainConfig, from_dict, preset
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_000  # the trainer's own evaluation episodes never reuse training seeds
+SELECT_SEED_OFFSET = 2_000_000  # nor do the episodes that choose the saved policy
+SELECT_EPISODES = 100
 PROGRESS_EVERY = 100  # episodes between log lines when no progress bar is shown
 
 
@@ -164,20 +166,55 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
     log.info("training into %s (seed %d, %s env)", out, config.seed, config.env)
     progress = _Progress(config, quiet=args.quiet)
     interrupted = False
+    policy = state.params
     try:
         train(config, state, on_batch=progress.update)
+        policy, _ = finish(config, state, on_batch=progress.update)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         progress.close()
     eval_mean = None
     if not interrupted and config.eval_episodes > 0:
-        eval_mean = evaluate(
-            state.params, config.eval_episodes, EVAL_SEED_OFFSET + config.seed
-        ).mean
-    save_run(out, config, state, eval_mean, reproducible=args.reproducible)
+        eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
+    save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
     _summary(config, state, eval_mean, out, interrupted)
     return 130 if interrupted else 0
+
+
+def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
+    """The policy to save: the best of the last few updates by a greedy evaluation.
+
+    A solved run whose best greedy policy still scores below the target (the stochastic policy
+    can be better than its greedy version) is polished: trained on, one update at a time, until
+    a candidate passes or max_episodes is reached. Returns the policy and its greedy mean.
+    """
+    from trainer.evaluate import choose_policy
+    from trainer.train import train
+
+    seed = SELECT_SEED_OFFSET + config.seed
+
+    def best() -> tuple[Any, float]:
+        return choose_policy(candidates(state), SELECT_EPISODES, seed)
+
+    policy, mean = best()
+    while (
+        state.solved_at is not None
+        and mean < config.target_return
+        and state.episodes < config.max_episodes
+    ):
+        log.info("greedy policy scores %.1f < %g: one more update", mean, config.target_return)
+        train(config, state, on_batch=on_batch, extra_updates=1)
+        policy, mean = best()
+    return policy, mean
+
+
+def candidates(state: Any) -> list:
+    """The weights after the last few updates, oldest first, ending with the final weights."""
+    recent = list(state.recent)
+    if not recent or recent[-1] is not state.params:
+        recent.append(state.params)
+    return recent
 
 
 def _summary(

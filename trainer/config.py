@@ -65,8 +65,8 @@ class TrainConfig:
     env: str = field(
         default="numpy",
         metadata={
-            "help": "numpy: this package's vectorised CartPole (Gymnasium's dynamics);"
-            " gymnasium: Gymnasium's own (make with --num-envs 1, else make_vec)",
+            "help": "numpy: this package's vectorised CartPole (Gymnasium's dynamics bit for"
+            " bit); gymnasium: Gymnasium's own gymnasium.make, one environment (--num-envs 1)",
             "choices": ENV_BACKENDS,
         },
     )

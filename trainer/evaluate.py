@@ -15,6 +15,7 @@ import numpy as np
 
 from runtime.constants import ENV_ID
 from runtime.policy import Params, action_probability
+from trainer.cartpole import MAX_EPISODE_STEPS, CartPoleBatch
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,37 @@ def evaluate(params: Params, episodes: int, seed: int) -> EvalResult:
             envs.close()
         returns += total.tolist()
     return EvalResult(tuple(returns))
+
+
+def evaluate_numpy(params: Params, episodes: int, seed: int) -> EvalResult:
+    """Like `evaluate`, on the trainer's NumPy CartPole (Gymnasium's dynamics bit for bit,
+    float32 observations as Gymnasium hands them out), all episodes side by side: fast enough
+    to compare several candidate policies after training."""
+    env = CartPoleBatch(np.random.default_rng(seed))
+    obs = env.reset(episodes)
+    total = np.zeros(episodes)
+    running = np.ones(episodes, dtype=bool)
+    for _ in range(MAX_EPISODE_STEPS):
+        obs, terminated = env.step(greedy_action(params, obs.astype(np.float32)))
+        total += running
+        running &= ~terminated
+        if not running.any():
+            break
+    return EvalResult(tuple(total.tolist()))
+
+
+def choose_policy(candidates: list[Params], episodes: int, seed: int) -> tuple[Params, float]:
+    """The candidate (float32 weights, as saved) with the best greedy mean return; the latest
+    among equals. `candidates` run oldest to newest, the final weights last."""
+    best, best_mean = candidates[-1], -1.0
+    for params in reversed(candidates):
+        saved = {k: v.astype(np.float32) for k, v in params.items()}
+        mean = evaluate_numpy(saved, episodes, seed).mean
+        if mean > best_mean:
+            best, best_mean = params, mean
+        if best_mean >= MAX_EPISODE_STEPS:
+            break  # the newest perfect candidate: nothing can beat it
+    return best, best_mean
 
 
 def record_gif(params: Params, path: str | os.PathLike | BinaryIO, seed: int) -> float:

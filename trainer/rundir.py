@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtime.constants import KEY_W1, KEY_W2, POLICY_FILE
-from runtime.policy import atomic_write, make_meta, save_policy
+from runtime.policy import Params, atomic_write, make_meta, save_policy
 from trainer.config import TrainConfig, from_dict
 from trainer.train import TrainState
 
@@ -94,10 +94,12 @@ def save_run(
     state: TrainState,
     eval_mean: float | None,
     *,
+    policy: Params | None = None,
     reproducible: bool = False,
     plot: bool = True,
 ) -> None:
-    """Write every file of the run directory from the state (policy = final parameters)."""
+    """Write every file of the run directory: policy.npz holds `policy` (default: the final
+    weights), checkpoint.npz the final weights and optimiser state for --resume."""
     version, created = stamp(reproducible)
     meta = make_meta(
         hidden=config.hidden,
@@ -109,7 +111,7 @@ def save_run(
         solved_episode=state.solved_at,
         target_return=config.target_return,
     )
-    save_policy(out / POLICY_FILE, state.params, meta)
+    save_policy(out / POLICY_FILE, state.params if policy is None else policy, meta)
     atomic_write(out / METRICS_FILE, metrics_csv(state, not reproducible).encode())
     config_json = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     atomic_write(out / CONFIG_FILE, config_json.encode())

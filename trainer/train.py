@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RING_STEPS = 2 * MAX_EPISODE_STEPS  # rows of the step history: an episode never outlives them
 UNIFORM_BLOCK = 256  # steps of action noise drawn at once
+RECENT_POLICIES = 4  # weights kept from the last updates: candidates for the saved policy
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainState:
     updates: int = 0
     last_mean_return: float = 0.0  # of the last batch: drives the lr and batch schedules
     solved_at: int | None = None
+    recent: list[Params] = field(default_factory=list)  # weights after the last few updates
 
     @property
     def episodes(self) -> int:
@@ -238,8 +240,12 @@ def train(
     state: TrainState | None = None,
     on_batch: Callable[[TrainState], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    extra_updates: int | None = None,
 ) -> TrainState:
     """Train until the trailing window reaches the target or max_episodes have been played.
+
+    With `extra_updates`, ignore the target and stop after that many more updates instead
+    (the polishing of a solved run whose greedy policy is not yet good enough).
 
     Continues `state` when given (resume): weights, optimiser, RNG and history carry on; the
     environments start fresh episodes, and finished episodes not yet learnt from (less than a
@@ -248,7 +254,9 @@ def train(
     can save it.
     """
     state = state or new_state(config)
-    if state.solved_at is not None and not _is_solved(config, state.returns):
+    polishing = extra_updates is not None
+    last_update = state.updates + (extra_updates or 0)
+    if not polishing and state.solved_at is not None and not _is_solved(config, state.returns):
         state.solved_at = None  # resumed with a higher target
     envs = make_envs(config, state.rng)
     wall_offset = state.wall_s[-1] if state.wall_s else 0.0
@@ -262,15 +270,19 @@ def train(
         state.env_steps.append(steps_offset + env_steps)
         state.wall_s.append(wall_offset + clock() - start)
         batch.append(episode)
-        if _is_solved(config, state.returns):
+        if not polishing and _is_solved(config, state.returns):
             state.solved_at = state.episodes
             return True
         return state.episodes >= config.max_episodes or len(batch) >= _batch(config, state)
 
+    def running() -> bool:
+        more = state.updates < last_update if polishing else state.solved_at is None
+        return more and state.episodes < config.max_episodes
+
     try:
-        while state.solved_at is None and state.episodes < config.max_episodes:
+        while running():
             play(slots, state.params, on_episode_end)
-            if len(batch) >= _batch(config, state) and state.solved_at is None:
+            if len(batch) >= _batch(config, state) and (polishing or state.solved_at is None):
                 _update(config, state, batch)
                 batch.clear()
                 slots.widen(_width(config, state))
@@ -305,6 +317,7 @@ def _update(config: TrainConfig, state: TrainState, batch: list[Episode]) -> Non
         state.updates + 1,
         float(np.mean([episode.length for episode in batch])),
     )
+    state.recent = [*state.recent[-(RECENT_POLICIES - 1) :], params]
 
 
 def _is_solved(config: TrainConfig, returns: list[float]) -> bool:
