@@ -120,6 +120,7 @@ class CartPoleSim:
 # --- stdio: a line protocol for a bridge -----------------------------------------------
 
 MAX_LINE_BYTES = 4096
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # observations are float32, as the sim's are
 
 
 class StdioPlant:
@@ -212,6 +213,8 @@ class StdioPlant:
             raise ValueError(f"not a number in {_shorten(text)!r}") from None
         if not all(math.isfinite(value) for value in values):
             raise ValueError(f"non-finite value in {_shorten(text)!r}")
+        if any(abs(value) > FLOAT32_MAX for value in values):
+            raise ValueError(f"value beyond the float32 range in {_shorten(text)!r}")
         reward = values[self.obs_dim] if len(values) > self.obs_dim else 1.0
         return np.array(values[: self.obs_dim], dtype=np.float32), reward
 

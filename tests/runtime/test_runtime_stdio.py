@@ -122,10 +122,11 @@ def test_stdio_plant_with_a_subprocess_bridge_and_garbage(policy_path: Path, cap
 def test_stdio_plant_reports_end_of_input(tmp_path: Path) -> None:
     import io
 
-    plant = StdioPlant(io.BytesIO(b"0.01 0.02 0.03 0.04\nbad\n0 0 0 0 0.5\n"), io.BytesIO())
+    lines = b"0.01 0.02 0.03 0.04\r\nbad\n1e39 0 0 0\n0 0 0 0 0.5\n"
+    plant = StdioPlant(io.BytesIO(lines), io.BytesIO())
     assert plant.reset().tolist() == pytest.approx([0.01, 0.02, 0.03, 0.04])
     obs, reward, done = plant.step(1)
-    assert obs.tolist() == [0, 0, 0, 0] and reward == 0.5 and not done and plant.malformed == 1
+    assert obs.tolist() == [0, 0, 0, 0] and reward == 0.5 and not done and plant.malformed == 2
     assert plant.outfile.getvalue() == b"reset\n1\n"
     from runtime.plants import PlantClosed
 
