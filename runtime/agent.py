@@ -103,6 +103,15 @@ class AgentConfig:
             raise ValueError(f"probation episodes must be >= 1, got {self.probation_episodes}")
 
 
+AGENT_NICE = 10  # the agent's threads yield the CPU to the control loop when it is contended
+
+
+def lower_thread_priority() -> None:
+    """Nice the calling thread only (Linux: a thread id is a PRIO_PROCESS target)."""
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AGENT_NICE)
+
+
 def rss_mb() -> float:
     """Resident set size now (Linux /proc), else the peak from getrusage."""
     try:
@@ -214,6 +223,8 @@ class Agent:
         if reason_code.is_failure:
             logger.warning("broker %s refused the connection: %s", self.broker.url, reason_code)
             return
+        if not self.inline:
+            lower_thread_priority()  # paho's network thread (idempotent)
         self.connected.set()
         self._unreachable_logged = False
         logger.info("connected to %s as %s", self.broker.url, self.config.device_id)
@@ -280,6 +291,7 @@ class Agent:
             self._next_telemetry = time.monotonic() + self.config.telemetry_interval
 
     def _work(self) -> None:
+        lower_thread_priority()
         next_telemetry = self._next_telemetry
         while True:
             timeout = max(0.0, next_telemetry - time.monotonic())
