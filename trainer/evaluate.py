@@ -113,6 +113,9 @@ def record_gif(params: Params, path: str | os.PathLike | BinaryIO, seed: int) ->
     import gymnasium as gym
     from PIL import Image
 
+    # off-screen rendering: no display, no sound device (else SDL complains on a headless box)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     env = gym.make(ENV_ID, render_mode="rgb_array")
     frames = []
     total = 0.0
