@@ -164,6 +164,7 @@ class Agent:
         self._pending = 0  # payloads in the mailbox, and their bytes (bounded)
         self._pending_bytes = 0
         self._pending_lock = threading.Lock()
+        self.peak_pending_bytes = 0  # the most payload bytes ever waiting (bounded)
         self._stopping = threading.Event()
         self._log_window = (0.0, 0)  # (window start, rejection lines logged in it)
         self._suppressed = 0
@@ -269,6 +270,7 @@ class Agent:
             if not busy:
                 self._pending += 1
                 self._pending_bytes += len(data)
+                self.peak_pending_bytes = max(self.peak_pending_bytes, self._pending_bytes)
         if busy:
             self._reject(
                 data, f"device busy: {UPDATE_QUEUE_MAX} updates already waiting", message.topic

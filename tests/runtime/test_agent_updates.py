@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from runtime.constants import UPDATE_QUEUE_MAX_BYTES
 from runtime.policy import parse_policy
 from runtime.state import StateStore
 from tests.conftest import start_broker
@@ -69,6 +71,8 @@ def test_fleet_topic_and_telemetry(device, watcher, keys):
     watcher.publish(f"{PREFIX}/fleet/policy", update, retain=True)
     status = watcher.wait_for(update_result(hashlib.sha256(update).hexdigest()))
     assert status["last_update"]["result"] == "applied"
+    sock = device.agent.client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     sample = watcher.wait_for(lambda topic, body: topic.endswith("/telemetry"), timeout=3)
     assert sample["device_id"] == "dev-1" and sample["policy_version"] == 7
     for field in ("uptime_s", "episodes", "decisions", "overruns", "rejected_updates", "rss_mb"):
@@ -104,7 +108,7 @@ def test_every_bad_payload_is_rejected_with_its_reason(device, watcher, keys):
 
 
 def test_a_flood_is_bounded_and_does_not_block(device, watcher, keys):
-    junk = [bytes([i]) * (50_000 + i) for i in range(200)]
+    junk = [bytes([i]) * (200_000 + i) for i in range(250)]  # 50 MB of garbage
     for data in junk:
         watcher.client.publish(f"{PREFIX}/devices/dev-1/policy", data, qos=0)
     good = signed_policy(9, keys[0])
@@ -117,6 +121,7 @@ def test_a_flood_is_bounded_and_does_not_block(device, watcher, keys):
         time.sleep(0.05)
     assert device.slot.active.policy.version == 9
     assert device.agent._pending == 0 and device.agent._pending_bytes == 0
+    assert 0 < device.agent.peak_pending_bytes <= UPDATE_QUEUE_MAX_BYTES
 
 
 def test_health_rollback_refuses_the_version_afterwards(tmp_path, broker, keys, watcher):
