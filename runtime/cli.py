@@ -274,13 +274,18 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
 
 
 class stop_on_signals:
-    """SIGTERM and SIGINT ask the loop to stop at the end of its step (main thread only)."""
+    """SIGTERM and SIGINT ask the loop to stop at the end of its step (main thread only);
+    a second signal interrupts at once (a plant stuck inside a step cannot hold the process)."""
 
     def __init__(self, loop: ControlLoop) -> None:
         self.loop = loop
         self.previous: dict[int, Any] = {}
+        self.received = 0
 
     def _handle(self, signum: int, frame: Any) -> None:
+        self.received += 1
+        if self.received > 1:
+            raise KeyboardInterrupt
         self.loop.stop(signal.Signals(signum).name)
 
     def __enter__(self) -> stop_on_signals:

@@ -211,3 +211,36 @@ def test_a_silent_bridge_does_not_block_a_stop(policy_path: Path) -> None:
     finally:
         runtime.stdin.close()
         stop(runtime)
+
+
+STUCK_PLANT = """
+import time
+from runtime.plants import CartPoleSim
+
+
+class Stuck(CartPoleSim):
+    def step(self, action):
+        print("stepping", flush=True)
+        time.sleep(600)  # a driver that never returns
+"""
+
+
+def test_a_second_signal_interrupts_a_stuck_step(policy_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "stuck_plant.py").write_text(STUCK_PLANT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REINFORCE_EDGE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "--policy", str(policy_path), "--plant",
+         "stuck_plant:Stuck"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert runtime.stdout.readline() == b"stepping\n"
+        runtime.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert runtime.poll() is None  # waits for the end of the step...
+        runtime.send_signal(signal.SIGINT)  # ...until a second signal
+        assert runtime.wait(timeout=10) == 130
+        assert b"Traceback" not in runtime.stderr.read()
+    finally:
+        stop(runtime)
