@@ -19,14 +19,12 @@ import hashlib
 import json
 import os
 import platform
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -109,44 +107,56 @@ def stop(process: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
 
 
 class StatusWatcher:
-    """Collects (arrival time, status) for every device status, live only."""
+    """Collects (arrival time, status) for every device status, live only.
+
+    No network thread: `publish` sends at once from the caller and `wait` runs the client's
+    loop itself, so the measurement holds no thread hand-over of the measuring side.
+    """
 
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as mqtt
 
-        self.messages: queue.Queue = queue.Queue()
+        self.messages: list = []
         self.client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"bench-{uuid.uuid4().hex[:8]}",
         )
-        subscribed = threading.Event()
+        subscribed = []
         self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(
             socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
         )
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.on_message = lambda c, u, m: self.messages.put(
+        self.client.on_subscribe = lambda *args: subscribed.append(True)
+        self.client.on_message = lambda c, u, m: self.messages.append(
             (time.perf_counter(), m.topic, m.payload)
         )
         self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
         self.client.subscribe(f"{PREFIX}/devices/+/status", qos=1)
-        subscribed.wait(5)
+        deadline = time.monotonic() + 5
+        while not subscribed and time.monotonic() < deadline:
+            self.client.loop(0.05)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)  # written to the socket before returning
 
     def wait(self, predicate, timeout: float = 10.0) -> tuple[float, dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                arrived, _, payload = self.messages.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            body = json.loads(payload) if payload else {}
-            if predicate(body):
-                return arrived, body
+            while self.messages:
+                arrived, _, payload = self.messages.pop(0)
+                body = json.loads(payload) if payload else {}
+                if predicate(body):
+                    return arrived, body
+            self.client.loop(0.05)
         raise TimeoutError("no matching status")
+
+    def idle(self, seconds: float) -> None:
+        """Keep the connection serviced (acks, pings) while waiting."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.client.loop(min(remaining, 0.05))
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
 
 
 # --- 1 and 2: latency and overruns on a running device ------------------------------------------
@@ -181,13 +191,13 @@ def run_device(
             data = signed(version, key)
             sha = hashlib.sha256(data).hexdigest()
             sent = time.perf_counter()
-            watcher.client.publish(f"{PREFIX}/devices/bench-1/policy", data, qos=1)
+            watcher.publish(f"{PREFIX}/devices/bench-1/policy", data)
             arrived, body = watcher.wait(
                 lambda body, sha=sha: (body.get("last_update") or {}).get("sha256") == sha
             )
             assert body["last_update"]["result"] == "applied", body
             latencies.append((arrived - sent) * 1e3)
-            time.sleep(max(0.0, 0.1 - (time.perf_counter() - sent)))
+            watcher.idle(0.1 - (time.perf_counter() - sent))
         out, _ = device.communicate(timeout=seconds + 30)
     finally:
         if device.poll() is None:
