@@ -195,7 +195,7 @@ class ControlLoop:
                 before = perf_ns()
                 probability = active.probability(obs)
                 elapsed = perf_ns() - before
-                action = 1 if probability >= 0.5 else 0
+                action = 1 if probability > 0.5 else 0  # greedy, as trainer eval and policy.h
                 episode_ns.append(elapsed)
                 stats.decision_ns.append(elapsed)
                 stats.decisions += 1
