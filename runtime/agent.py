@@ -518,6 +518,26 @@ def start_agent(runtime: Any) -> Agent | None:
         return make_active(policy, "numpy")
 
     try:
+        agent_config = settings = None
+        if config.broker is not None:  # every setting checked before anything is written
+            agent_config = AgentConfig(
+                device_id=config.device_id or default_device_id(),
+                topic_prefix=config.topic_prefix,
+                telemetry_interval=config.telemetry_interval,
+                max_payload_bytes=config.max_policy_bytes,
+                probation_episodes=config.probation_episodes,
+                rollback_below=config.rollback_below,
+                allow_unsigned=config.insecure_allow_unsigned,
+                obs_dim=runtime.plant.obs_dim,
+            )
+            settings = broker_settings(
+                config.broker,
+                ca_file=config.ca_file,
+                cert=config.cert,
+                key=config.key,
+                username=config.username,
+                password_file=config.password_file,
+            )
         public_key = None
         if config.public_key is not None:
             from runtime.signing import load_public_key
@@ -543,27 +563,11 @@ def start_agent(runtime: Any) -> Agent | None:
                 store.directory,
                 running.version,
             )
-        if config.broker is None:
+        if agent_config is None or settings is None:
             return None
         agent = Agent(
-            AgentConfig(
-                device_id=config.device_id or default_device_id(),
-                topic_prefix=config.topic_prefix,
-                telemetry_interval=config.telemetry_interval,
-                max_payload_bytes=config.max_policy_bytes,
-                probation_episodes=config.probation_episodes,
-                rollback_below=config.rollback_below,
-                allow_unsigned=config.insecure_allow_unsigned,
-                obs_dim=runtime.plant.obs_dim,
-            ),
-            broker_settings(
-                config.broker,
-                ca_file=config.ca_file,
-                cert=config.cert,
-                key=config.key,
-                username=config.username,
-                password_file=config.password_file,
-            ),
+            agent_config,
+            settings,
             runtime.slot,
             activate,
             store,

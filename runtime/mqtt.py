@@ -82,6 +82,8 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
         port = parts.port
     except ValueError:
         raise ValueError(f"broker URL {url!r}: port must be an integer in 1..65535") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"broker URL {url!r}: port must be an integer in 1..65535")
     if not parts.hostname:
         raise ValueError(f"broker URL {url!r}: no host")
     return scheme == "mqtts", parts.hostname, port or SCHEME_PORTS[scheme]
