@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -25,6 +24,8 @@ class Notifier:
         # "@name" is Linux's abstract namespace: a leading NUL byte on the wire
         self.address = "\0" + address[1:] if address.startswith("@") else address
         self.watchdog_interval_ns = watchdog_usec * 1000 // 2  # systemd advises half the limit
+        import socket  # only under systemd: a plain run does not load it
+
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.setblocking(False)
         self._failed = False
