@@ -1,0 +1,31 @@
+"""bench/runtime.py keeps working: each part on a tiny budget (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "runtime.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_runtime_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
+    rows, _ = bench.bench_latency(tmp_path, quick=True, with_ort=False)
+    assert {(r["hidden"], r["candidate"]) for r in rows} == {
+        (h, c) for h in (64, 128, 200) for c in ("naive numpy", "fused numpy")
+    }
+    assert all(r["median_us"] > 0 and r["p99_us"] > 0 for r in rows)
+    path, _ = bench.make_policy(tmp_path, 128, False)
+    elapsed_ms, rss_mb = bench.cold_start(path, "numpy", device_like=True)
+    assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200
+    jitter = bench.bench_jitter(tmp_path, 0.2)
+    assert jitter["steps"] >= 10 and jitter["late_max_ms"] >= jitter["late_p50_ms"]
