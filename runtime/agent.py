@@ -28,7 +28,6 @@ import resource
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +168,10 @@ class Agent:
         self._log_window = (0.0, 0)  # (window start, rejection lines logged in it)
         self._suppressed = 0
         self._worker = threading.Thread(target=self._work, name="ota-worker", daemon=True)
-        client_id = f"{config.topic_prefix}-{config.device_id}-{uuid.uuid4().hex[:8]}"
+        # A stable client id: after a power cut the new connection takes over the stale one
+        # at once (its will fires before our "online"), instead of the stale one's will
+        # arriving a keepalive later and marking a running device offline.
+        client_id = f"{config.topic_prefix}-{config.device_id}"
         self.client = make_client(broker, client_id[-128:])
         self.client.will_set(
             self.topics["status"], self._status_bytes("offline"), qos=STATUS_QOS, retain=True
