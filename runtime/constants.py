@@ -18,7 +18,7 @@ KEY_META = "meta"  # 0-d unicode array holding UTF-8 JSON
 KEY_SIGNATURE = "signature"  # optional uint8 (64,): Ed25519 over signed_bytes()
 REQUIRED_KEYS = frozenset({KEY_W1, KEY_W2, KEY_META})
 ALLOWED_KEYS = REQUIRED_KEYS | {KEY_SIGNATURE}
-META_FIELDS = (
+META_FIELDS = (  # every one required; train_seed and eval_mean_return may be null
     "format",
     "format_version",
     "version",

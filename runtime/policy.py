@@ -42,6 +42,7 @@ from runtime.constants import (
     KEY_W2,
     MAX_HIDDEN,
     MAX_META_BYTES,
+    META_FIELDS,
     OBS_DIM,
     REQUIRED_KEYS,
     SIGNATURE_BYTES,
@@ -383,19 +384,7 @@ def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
         raise PolicyError(f"meta is not valid JSON: {error}") from None
     if not isinstance(meta, dict):
         raise PolicyError(f"meta must be a JSON object, got {type(meta).__name__}")
-    missing = [
-        name
-        for name in (
-            "format",
-            "format_version",
-            "version",
-            "hidden",
-            "obs_dim",
-            "env_id",
-            "created",
-        )
-        if name not in meta
-    ]
+    missing = [name for name in META_FIELDS if name not in meta]
     if missing:
         raise PolicyError(f"meta is missing {', '.join(missing)}")
     if meta["format"] != FORMAT_NAME:
