@@ -77,12 +77,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_broker(directory: Path) -> tuple[subprocess.Popen, int]:
+def start_broker(directory: Path, nodelay: bool = True) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    config = directory / "mosquitto.conf"
+    config = directory / f"mosquitto-{port}.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "set_tcp_nodelay true\nmax_queued_messages 10000\n"
+        f"set_tcp_nodelay {'true' if nodelay else 'false'}\nmax_queued_messages 10000\n"
     )
     log = open(directory / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the broker
     process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=log, stderr=log)
@@ -157,6 +157,56 @@ class StatusWatcher:
 
     def close(self) -> None:
         self.client.disconnect()
+
+
+# --- 0: what TCP_NODELAY buys -------------------------------------------------------------------
+
+
+def one_way_ms(
+    directory: Path, nodelay: bool, messages: int = 200, gap_s: float = 0.002
+) -> list[float]:
+    """2 KiB from one client to another through the broker, all three with or without
+    TCP_NODELAY; messages a few ms apart, each timed publish -> on_message."""
+    import paho.mqtt.client as mqtt
+
+    broker, port = start_broker(directory, nodelay=nodelay)
+    clients = []
+    try:
+        for name in ("sender", "receiver"):
+            client = mqtt.Client(
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=name
+            )
+            if nodelay:
+                client.on_socket_open = lambda c, u, sock: sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+                )
+            client.connect("127.0.0.1", port)
+            clients.append(client)
+        sender, receiver = clients
+        arrivals: list[float] = []
+        receiver.on_message = lambda c, u, m: arrivals.append(time.perf_counter())
+        receiver.subscribe("nodelay/test", qos=1)
+        for _ in range(20):
+            receiver.loop(0.01)
+            sender.loop(0.01)
+        payload = b"x" * 2048
+        times = []
+        for _ in range(messages):
+            arrivals.clear()
+            sent = time.perf_counter()
+            sender.publish("nodelay/test", payload, qos=1)
+            deadline = sent + 1.0
+            while not arrivals and time.perf_counter() < deadline:
+                receiver.loop(0.001)
+                sender.loop(0)
+            if arrivals:
+                times.append((arrivals[0] - sent) * 1e3)
+            time.sleep(gap_s)
+        return times
+    finally:
+        for client in clients:
+            client.disconnect()
+        stop(broker)
 
 
 # --- 1 and 2: latency and overruns on a running device ------------------------------------------
@@ -371,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         key, pub = make_key(workdir)
         policy = workdir / "policy.npz"
         policy.write_bytes(signed(5, key))
+        nodelay_on = one_way_ms(workdir, nodelay=True)
+        nodelay_off = one_way_ms(workdir, nodelay=False)
         broker, port = start_broker(workdir)
         try:
             seconds = args.updates * 0.1 + 2
@@ -395,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             stop(broker)
+    print("\n0. 2 KiB one way through the broker (publisher -> Mosquitto -> subscriber)")
+    for name, times in (("with TCP_NODELAY", nodelay_on), ("without", nodelay_off)):
+        q50, q99 = np.percentile(times, [50, 99])
+        print(f"   {name:<17} p50 {q50:.2f} ms   p99 {q99:.2f} ms   ({len(times)} messages)")
     p50, p99 = np.percentile(latencies, [50, 99])
     print(f"\n1. push-to-applied over {len(latencies)} updates (publish -> 'applied' status)")
     print("   state dir on the project's disk (ext4; write, fsync, rename, fsync the directory):")
