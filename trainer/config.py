@@ -27,9 +27,9 @@ class TrainConfig:
     hidden: int = field(
         default=32, metadata={"help": "hidden ReLU units H of the 4 -> H -> 1 policy"}
     )
-    lr: float = field(default=0.025, metadata={"help": "RMSProp learning rate at the start"})
+    lr: float = field(default=0.02, metadata={"help": "RMSProp learning rate at the start"})
     lr_final: float = field(
-        default=0.01,
+        default=0.005,
         metadata={
             "help": "learning rate once the batch's mean return reaches the target (linear in"
             " between; equal to --lr for a constant rate)"
@@ -49,7 +49,7 @@ class TrainConfig:
             "help": "most environments stepped in parallel (the loop runs min(this, batch) of them)"
         },
     )
-    gamma: float = field(default=0.995, metadata={"help": "discount factor of the returns"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor of the returns"})
     baseline: str = field(
         default="time",
         metadata={

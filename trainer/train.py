@@ -169,15 +169,17 @@ def play(
     obs, step, env_steps = slots.obs, slots.step, slots.env_steps
     oldest = int(start[:width].min())
     uniforms = rng.random((UNIFORM_BLOCK, width), dtype=np.float32)  # action = u < p
+    drawn = 0  # rows of `uniforms` used
     stop = False
     while not stop:
         row = step % RING_STEPS
         obs_ring[row, :width] = obs
         prob, _ = forward(params32, obs_ring[row, :width])
-        if step % UNIFORM_BLOCK == 0 and step > slots.step:
-            uniforms = rng.random((UNIFORM_BLOCK, width), dtype=np.float32)
+        if drawn == UNIFORM_BLOCK:
+            uniforms, drawn = rng.random((UNIFORM_BLOCK, width), dtype=np.float32), 0
         action = action_ring[row, :width]
-        np.less(uniforms[step % UNIFORM_BLOCK], prob, out=action)
+        np.less(uniforms[drawn], prob, out=action)
+        drawn += 1
         obs, ended = envs.step(action)
         step += 1
         env_steps += width
