@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: set up (idempotent), lint, then the whole test suite.
+# The test command: set up (idempotent), lint, the whole test suite, then the device side's
+# tests again on Raspberry Pi OS bookworm's versions (numpy 1.24, cryptography 38).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest -q "$@"
+./scripts/test_bookworm.sh -q
