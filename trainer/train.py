@@ -268,6 +268,8 @@ def train(
     batch: list[Episode] = []
 
     def on_episode_end(episode: Episode, env_steps: int) -> bool:
+        if state.episodes >= config.max_episodes or (not polishing and state.solved_at):
+            return True  # another episode ending at the same step as the last one: not counted
         state.returns.append(float(episode.length))
         state.env_steps.append(steps_offset + env_steps)
         state.wall_s.append(wall_offset + clock() - start)
