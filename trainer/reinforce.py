@@ -31,6 +31,19 @@ def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return returns
 
 
+def survival_returns(lengths: np.ndarray, gamma: float) -> np.ndarray:
+    """discounted_returns of episodes paying +1 per step (CartPole), in closed form.
+
+    Episode i of length L_i, aligned in time: G_t = sum_{k<L-t} gamma^k = (1 - gamma^(L-t)) /
+    (1 - gamma) for t < L (L - t when gamma = 1), 0 after the end. Shape (max L, N).
+    """
+    steps_left = lengths[None, :] - np.arange(lengths.max())[:, None]  # L - t
+    alive = steps_left > 0
+    if gamma == 1.0:
+        return np.where(alive, steps_left, 0).astype(np.float64)
+    return np.where(alive, (1.0 - gamma ** np.maximum(steps_left, 0)) / (1.0 - gamma), 0.0)
+
+
 def standardise(values: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     """(values - mean) / std over the whole array: the article's per-batch normalisation."""
     return (values - values.mean()) / (values.std() + eps)
@@ -64,8 +77,9 @@ def backward(
     advantage * (action - p), which makes this the policy-gradient ascent direction.
     """
     grad_w2 = hidden.T @ dlogit  # d logit / d W2 = h
-    grad_hidden = np.outer(dlogit, params[KEY_W2])  # d logit / d h = W2
-    grad_hidden[hidden <= 0] = 0.0  # ReLU passes the gradient only where it was active
+    # d logit / d h = W2; ReLU passes the gradient only where it was active (a multiply by
+    # the mask: several times faster than assigning zeros through a boolean index)
+    grad_hidden = np.outer(dlogit, params[KEY_W2]) * (hidden > 0)
     grad_w1 = grad_hidden.T @ obs  # d h / d W1 = obs (outer product per row)
     return {KEY_W1: grad_w1, KEY_W2: grad_w2}
 

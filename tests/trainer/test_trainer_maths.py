@@ -11,6 +11,7 @@ from trainer.reinforce import (
     discounted_returns,
     rmsprop_step,
     standardise,
+    survival_returns,
     time_baseline_advantages,
     zeros_like_params,
 )
@@ -55,6 +56,14 @@ def test_discounted_returns_columns_are_independent_episodes() -> None:
     rewards = np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # lengths 3 and 1
     expected = np.array([[1 + 0.9 + 0.81, 1.0], [1.9, 0.0], [1.0, 0.0]])
     np.testing.assert_allclose(discounted_returns(rewards, 0.9), expected)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.99, 1.0])
+def test_survival_returns_equal_discounted_returns_of_ones(gamma: float) -> None:
+    lengths = np.array([1, 7, 3, 500])
+    alive = np.arange(lengths.max())[:, None] < lengths[None, :]
+    expected = discounted_returns(alive.astype(np.float64), gamma)
+    np.testing.assert_allclose(survival_returns(lengths, gamma), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_rmsprop_step_hand_case() -> None:
