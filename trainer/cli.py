@@ -173,7 +173,7 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        progress.close()
+        progress.close(state)
     eval_mean = None
     if not interrupted and config.eval_episodes > 0:
         eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
@@ -265,8 +265,9 @@ class _Progress:
             )
             self.next_log = (state.episodes // PROGRESS_EVERY + 1) * PROGRESS_EVERY
 
-    def close(self) -> None:
+    def close(self, state: Any) -> None:
         if self.bar is not None:
+            self.bar.update(state.episodes - self.bar.n)  # the episodes after the last update
             self.bar.close()
 
 

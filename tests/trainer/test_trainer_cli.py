@@ -157,6 +157,18 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (tmp_path / "o").exists()
 
 
+def test_unwritable_record_is_refused_before_evaluating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--max-episodes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--record", str(tmp_path / "missing" / "a.gif")]) == 2
+    assert "--record" in one_error_line(capsys)
+    assert main(["eval", str(out), "--record", str(tmp_path)]) == 2
+    assert "is a directory" in one_error_line(capsys)
+
+
 def test_corrupt_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "policy.npz"
     bad.write_bytes(b"PK\x03\x04 this is not a zip")
