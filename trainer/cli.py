@@ -122,13 +122,13 @@ def eval_parser() -> Parser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.rundir import RunDirError, load_run, prepare_out
+    from trainer.rundir import RunDirError, prepare_out
 
     _configure_logging(args.quiet)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
         if args.resume is not None:
-            config, state, out = _resume(args, overrides, load_run, prepare_out)
+            config, state, out = _resume(args, overrides)
         else:
             config = preset(args.preset or "default", **overrides)
             out = prepare_out(args.out or default_out())
@@ -142,7 +142,10 @@ def default_out() -> Path:
     return Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _resume(args: argparse.Namespace, overrides: dict[str, Any], load_run: Any, prepare_out: Any):  # noqa: ANN202
+def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainConfig, Any, Path]:
+    """The saved config with the flags given now applied, the saved state, the directory."""
+    from trainer.rundir import load_run, prepare_out
+
     if args.preset is not None:
         raise UsageError(
             "--preset cannot be combined with --resume (the run's config.json is used)"
