@@ -209,7 +209,7 @@ def _mqtt_checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
         (
             "broker",
             c.broker is None or (isinstance(c.broker, str) and _broker_url_ok(c.broker)),
-            "mqtt://HOST[:PORT] or mqtts://HOST[:PORT], without user name or password",
+            "mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (PORT 1..65535), no user name or password",
         ),
         (
             "device_id",

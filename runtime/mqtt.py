@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 from runtime.constants import DEFAULT_TOPIC_PREFIX, ENV_MQTT_PASSWORD, MQTT_KEEPALIVE_S
 
 SCHEME_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# a DNS name or IPv4 address, or an IPv6 address (written in brackets in the URL)
+HOST_PATTERN = r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9_.-]+)?"
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,14 @@ class BrokerSettings:
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 def parse_broker_url(url: str) -> tuple[bool, str, int]:
     """(tls, host, port) from `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`."""
+    if any(char.isspace() for char in url):
+        raise ValueError(f"broker URL {url!r}: must not contain spaces")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEME_PORTS:
@@ -86,6 +92,8 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
         raise ValueError(f"broker URL {url!r}: port must be an integer in 1..65535")
     if not parts.hostname:
         raise ValueError(f"broker URL {url!r}: no host")
+    if not re.fullmatch(HOST_PATTERN, parts.hostname):
+        raise ValueError(f"broker URL {url!r}: {parts.hostname!r} is not a host name or address")
     return scheme == "mqtts", parts.hostname, port or SCHEME_PORTS[scheme]
 
 
@@ -101,6 +109,8 @@ def read_password(password_file: str | None) -> str | None:
         raise ValueError(
             f"--password-file {password_file}: cannot read: {error.strerror or error}"
         ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--password-file {password_file}: not UTF-8 text") from None
     return lines[0] if lines else ""
 
 

@@ -21,7 +21,7 @@ def files(tmp_path):
     [
         (["--broker", "mqtt://127.0.0.1:1883", "--no-key"], "public_key"),
         (["--broker", "http://127.0.0.1"], "broker = 'http://127.0.0.1' is not allowed"),
-        (["--broker", "mqtt://user:pw@127.0.0.1"], "without user name or password"),
+        (["--broker", "mqtt://user:pw@127.0.0.1"], "no user name or password"),
         (["--broker", "mqtt://127.0.0.1:0"], "broker"),
         (["--broker", "mqtt://127.0.0.1", "--device-id", "a/b"], "device_id"),
         (["--broker", "mqtt://127.0.0.1", "--device-id", "#"], "device_id"),
