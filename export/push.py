@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -114,10 +115,13 @@ class StatusBoard:
             return
         device = message.topic[len(self.prefix) + len("/devices/") :].rsplit("/", 1)[0]
         try:
-            body = json.loads(message.payload) if message.payload else None
-        except ValueError:
+            body = _parse_json(message.payload) if message.payload else None
+        except ValueError:  # includes a UnicodeDecodeError
+            body = "malformed"
+        if body is None:  # a cleared retained status
             return
-        if not isinstance(body, dict):
+        if not _looks_like_status(body):
+            logger.warning("ignoring a malformed status on %s", message.topic)
             return
         with self.changed:
             self.status[device] = body
@@ -128,6 +132,37 @@ class StatusBoard:
     def listen(self, listener: Any) -> None:
         with self.changed:
             self._listeners.append(listener)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(payload: bytes) -> Any:
+    """Strict JSON: no NaN, Infinity or out-of-range numbers (they could not be printed back)."""
+    return json.loads(payload, parse_float=_finite, parse_constant=_no_constant)
+
+
+def _looks_like_status(body: Any) -> bool:
+    """A JSON object whose fields have the types of the README's status schema."""
+    if not isinstance(body, dict):
+        return False
+    version = body.get("policy_version")
+    last = body.get("last_update")
+    return (
+        isinstance(body.get("state"), str)
+        and (version is None or (isinstance(version, int) and not isinstance(version, bool)))
+        and isinstance(body.get("policy_sha256"), (str, type(None)))
+        and isinstance(last, (dict, type(None)))
+        and all(isinstance(v, (str, int, float, type(None))) for v in (last or {}).values())
+    )
 
 
 def _verdict(body: dict[str, Any], sha256: str, retained: bool) -> tuple[str, str] | None:
