@@ -7,11 +7,15 @@ nothing overwritten), 130 interrupted by Ctrl-C after saving the last completed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before training started or during eval: nothing to save
+        print("trainer: interrupted", file=sys.stderr)
+        return 130
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
 
@@ -169,7 +176,7 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
     log.info("training into %s (seed %d, %s env)", out, config.seed, config.env)
     progress = _Progress(config, quiet=args.quiet)
     interrupted = False
-    policy = state.params
+    policy = None
     try:
         train(config, state, on_batch=progress.update)
         policy, _ = finish(config, state, on_batch=progress.update)
@@ -177,12 +184,35 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
         interrupted = True
     finally:
         progress.close(state)
+    if policy is None:  # interrupted: the weights of the last update
+        policy = state.params
     eval_mean = None
     if not interrupted and config.eval_episodes > 0:
-        eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
-    save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
+        try:
+            eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
+        except KeyboardInterrupt:
+            interrupted = True
+    with _interrupts_deferred() as deferred:
+        save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
+    interrupted = interrupted or bool(deferred)
     _summary(config, state, eval_mean, out, interrupted)
     return 130 if interrupted else 0
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[list[int]]:
+    """Ctrl-C while the run directory is written is acted on after it, so every file is
+    written whole and from the same state; yields the list of signals caught meanwhile."""
+    caught: list[int] = []
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or handler == signal.SIG_IGN:
+        yield caught
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:

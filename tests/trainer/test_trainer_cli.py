@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
+import signal
 import zipfile
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.policy import load_policy
+from runtime.policy import init_params, load_policy
 from trainer import cli
 from trainer.cli import main
 
@@ -103,6 +105,59 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, monkeypatch: pytest.M
     assert [
         row.split(",")[:4] for row in (copy / "metrics.csv").read_text().splitlines()
     ] == resumed
+
+
+def test_ctrl_c_saves_the_last_update_not_the_initial_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    update = cli._Progress.update
+
+    def interrupt_after_40(self: cli._Progress, state) -> None:  # noqa: ANN001
+        update(self, state)
+        if state.episodes >= 40:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._Progress, "update", interrupt_after_40)
+    out = tmp_path / "run"
+    assert main(["--seed", "7", "--out", str(out), *TINY]) == 130
+    saved = load_policy(out / "policy.npz").params["W1"]
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        assert np.array_equal(saved, checkpoint["W1"].astype(np.float32))
+    initial = init_params(32, np.random.default_rng(7))["W1"].astype(np.float32)
+    assert not np.array_equal(saved, initial)
+
+
+def test_ctrl_c_during_the_final_evaluation_still_saves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trainer.evaluate.evaluate", interrupted)
+    out = tmp_path / "run"
+    assert main(["--seed", "7", "--out", str(out), *TINY]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert {"policy.npz", "metrics.csv", "config.json", "checkpoint.npz", "curve.png"} <= {
+        p.name for p in out.iterdir()
+    }
+
+
+def test_ctrl_c_while_saving_finishes_the_save_then_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer import rundir
+
+    save_checkpoint = rundir.save_checkpoint
+
+    def signalled(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C in the middle of saving
+        return save_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "save_checkpoint", signalled)
+    out = tmp_path / "run"
+    assert main(["--seed", "7", "--out", str(out), *TINY]) == 130
+    assert (out / "curve.png").is_file() and (out / "checkpoint.npz").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_resume_can_extend_the_budget(tmp_path: Path) -> None:
