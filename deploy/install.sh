@@ -117,11 +117,13 @@ if [ $uninstall = no ]; then
     { [ -n "$cert" ] && [ -n "$key" ]; } || { [ -z "$cert" ] && [ -z "$key" ]; } ||
         die_usage "--cert and --key go together (this device's certificate and its key)"
     if [ -n "$broker" ]; then
-        case $broker in
-        mqtt://?* | mqtts://?*) ;;
-        *) die_usage "--broker '$broker': expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]" ;;
-        esac
         case $broker in *@*) die_usage "--broker must not carry credentials: use --password-file" ;; esac
+        # Strictly a URL the runtime accepts: it is written into runtime.toml as it is.
+        url_re='^mqtts?://([A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(:([0-9]{1,5}))?$'
+        if ! [[ $broker =~ $url_re ]] || [ "${BASH_REMATCH[3]:-1}" -lt 1 ] ||
+            [ "${BASH_REMATCH[3]:-1}" -gt 65535 ]; then
+            die_usage "--broker '$broker': expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (PORT 1..65535)"
+        fi
         [ -n "$public_key" ] || [ -f "$prefix$ETC/fleet.pub" ] ||
             die_usage "--broker needs --public-key: updates are accepted only when signed"
     fi
@@ -134,8 +136,8 @@ if [ $uninstall = no ]; then
     esac
     [ -n "$device_id" ] || device_id=$(hostname 2>/dev/null || cat /etc/hostname)
     case $device_id in
-    '' | .* | *[!A-Za-z0-9_.-]*)
-        die_usage "--device-id '$device_id': use letters, digits, '_', '-', '.' (not first)" ;;
+    '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_.-]*)
+        die_usage "--device-id '$device_id': use letters, digits, '_', '-', '.' (a letter or digit first)" ;;
     esac
     [ ${#device_id} -le 64 ] || die_usage "--device-id '$device_id' is longer than 64 characters"
     case $serial_device in '' | /dev/?*) ;; *) die_usage "--serial-device '$serial_device': expected a /dev/ path" ;; esac
