@@ -27,6 +27,7 @@ out=device-credentials
 certs=""
 reload=yes
 remove=no
+operator=no
 id=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,13 +36,16 @@ while [ $# -gt 0 ]; do
     --certs) [ $# -ge 2 ] || die_usage "--certs needs a value"; certs=$2; shift 2 ;;
     --no-reload) reload=no; shift ;;
     --remove) remove=yes; shift ;;
-    --operator) [ -z "$id" ] || die_usage "give either --operator or one ID"; id=operator; shift ;;
+    --operator) [ -z "$id" ] || die_usage "give either --operator or one ID"; id=operator; operator=yes; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) die_usage "unknown option $1 (see --help)" ;;
     *) [ -z "$id" ] || die_usage "one ID at a time (got '$id' and '$1')"; id=$1; shift ;;
     esac
 done
 [ -n "$id" ] || die_usage "missing ID (see --help)"
+# The ACL gives the user "operator" the right to publish policies: never a board's account.
+[ "$id" != operator ] || [ $operator = yes ] ||
+    die_usage "'operator' is the operator account, not a device id: use --operator for it"
 case $id in
 *[!A-Za-z0-9_.-]* | .*) die_usage "bad ID '$id': use letters, digits, '_', '-', '.' (not first)" ;;
 esac

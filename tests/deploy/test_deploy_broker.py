@@ -410,6 +410,8 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
     for script, args in (
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "a/b"]),
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "pi:1"]),
+        # a board named "operator" would get the operator's right to publish policies
+        ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "operator"]),
         ("add-device.sh", ["--bogus", "x"]),
         ("make-certs.sh", ["--dir", tmp_path / "c", "dev+1"]),
         ("make-certs.sh", ["--days", "soon"]),
