@@ -22,7 +22,11 @@ class TrainConfig:
         default=0, metadata={"help": "seed of every random draw (init, actions, resets)"}
     )
     max_episodes: int = field(
-        default=2000, metadata={"help": "stop after this many episodes if not solved"}
+        default=5000,
+        metadata={
+            "help": "stop after this many episodes, polishing included, if not done before"
+            " (a solved run can need 1,700 episodes of polishing: seed 110)"
+        },
     )
     hidden: int = field(
         default=32, metadata={"help": "hidden ReLU units H of the 4 -> H -> 1 policy"}
