@@ -346,7 +346,14 @@ class Agent:
         except ValueError as error:  # the backend could not load it
             self._reject(data, f"cannot activate: {error}", topic, version=policy.version)
             return
-        self.store.commit(Stored(policy, data))  # durable before anyone hears "applied"
+        try:
+            self.store.commit(Stored(policy, data))  # durable before anyone hears "applied"
+        except OSError as error:  # a full or read-only state directory: keep running the old
+            reason = (
+                f"cannot persist the update in {self.store.directory}: {error.strerror or error}"
+            )
+            self._reject(data, reason, topic, version=policy.version)
+            return
         self.health.start_probation(policy.version, current.version)  # before its 1st episode
         old = self.slot.swap(active)
         self._set_last_update(policy.version, policy.sha256, "applied", None)

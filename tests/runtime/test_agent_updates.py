@@ -198,3 +198,32 @@ def test_broker_restart_reconnects_resubscribes_and_republishes(tmp_path, keys):
             second.stop()
     finally:
         first.stop()
+
+
+def test_a_state_dir_that_cannot_be_written_rejects_with_a_status(
+    device, watcher, keys, monkeypatch
+):
+    """ENOSPC (a full SD card): the pusher hears why, the old policy keeps running."""
+    import errno
+
+    import runtime.state
+
+    key, _, _ = keys
+
+    def full(path, data, mode=0o644):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = file_snapshot(device.state_dir)
+    monkeypatch.setattr(runtime.state, "atomic_write", full)
+    payload = signed_policy(6, key)
+    topic = f"{PREFIX}/devices/dev-1/policy"
+    watcher.publish(topic, payload)
+    status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
+    assert status["last_update"]["result"] == "rejected"
+    assert "No space left on device" in status["last_update"]["reason"]
+    assert status["policy_version"] == 5 and device.slot.active.policy.version == 5
+    assert file_snapshot(device.state_dir)["current.npz"] == before["current.npz"]
+    monkeypatch.undo()  # space again: the same update now goes through
+    watcher.publish(topic, payload)
+    status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
+    assert status["last_update"]["result"] == "applied" and status["policy_version"] == 6
