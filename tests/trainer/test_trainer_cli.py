@@ -54,7 +54,7 @@ def test_train_writes_the_run_directory(tmp_path: Path, capsys: pytest.CaptureFi
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     for name in ("a", "b"):
         assert main(["--seed", "5", "--out", str(tmp_path / name), "--reproducible", *TINY]) == 0
-    for name in ("metrics.csv", "policy.npz"):
+    for name in ("metrics.csv", "policy.npz", "config.json", "curve.png"):  # as README says
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
