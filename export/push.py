@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -33,9 +34,11 @@ from typing import Any, NoReturn
 
 from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
+    DEVICE_ID_PATTERN,
     TOPIC_ALL_STATUS,
     TOPIC_DEVICE_POLICY,
     TOPIC_FLEET_POLICY,
+    TOPIC_PREFIX_PATTERN,
 )
 from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from_args
 from runtime.policy import PolicyError, parse_policy
@@ -331,6 +334,25 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
         raise UsageError(str(error)) from None
 
 
+def _prefix(args: argparse.Namespace) -> str:
+    prefix = args.topic_prefix or DEFAULT_TOPIC_PREFIX
+    if not re.fullmatch(TOPIC_PREFIX_PATTERN, prefix):
+        raise UsageError(
+            f"--topic-prefix {prefix!r}: use levels of letters, digits, _ . : - separated by /"
+            " (no wildcards)"
+        )
+    return prefix
+
+
+def _check_devices(devices: Sequence[str]) -> None:
+    for device in devices:
+        if not re.fullmatch(DEVICE_ID_PATTERN, device):
+            raise UsageError(
+                f"--device {device!r}: a device id is 1-64 letters, digits, _ . : -"
+                " (no / + # or spaces), starting with a letter or digit"
+            )
+
+
 def _run(body: Any) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -352,6 +374,8 @@ def push_main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.timeout <= 3600:
             raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
         settings = _settings(args)
+        prefix = _prefix(args)
+        _check_devices(args.device or ())
         path = Path(args.file)
         try:
             data = path.read_bytes()
@@ -362,7 +386,6 @@ def push_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{path}: {error}") from None
         if policy.signature is None:
             logger.warning("%s is unsigned: devices with a public key will reject it", path)
-        prefix = args.topic_prefix or DEFAULT_TOPIC_PREFIX
         outcomes = push(
             data,
             settings,
@@ -389,7 +412,7 @@ def status_main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.timeout <= 3600:
             raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
         settings = _settings(args)
-        statuses = read_statuses(settings, args.topic_prefix or DEFAULT_TOPIC_PREFIX, args.timeout)
+        statuses = read_statuses(settings, _prefix(args), args.timeout)
         if args.json:
             print(json.dumps(statuses, indent=1, sort_keys=True))
         else:

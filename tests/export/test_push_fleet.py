@@ -89,6 +89,10 @@ def test_a_rejection_and_a_missing_device_fail_the_push(tmp_path, broker, fleet,
         (["{policy}", "--fleet", "--broker", "mqtt://host", "--timeout", "0"], "--timeout"),
         (["{policy}", "--fleet", "--broker", "mqtt://host", "--cert", "c.pem"], "go together"),
         (["{garbage}", "--fleet", "--broker", "mqtt://host"], "not a readable zip"),
+        (["{policy}", "--device", "a+b", "--broker", "mqtt://host"], "--device 'a+b'"),
+        (["{policy}", "--device", "a/b", "--broker", "mqtt://host"], "--device 'a/b'"),
+        (["{policy}", "--device", "", "--broker", "mqtt://host"], "--device ''"),
+        (["{policy}", "--fleet", "--broker", "mqtt://host", "--topic-prefix", "p/#"], "prefix"),
     ],
 )
 def test_bad_push_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -123,3 +127,8 @@ def test_password_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
         "from-env"
     )
     assert parse_broker_url("mqtt://[::1]:1884") == (False, "::1", 1884)
+
+
+def test_status_refuses_a_wildcard_prefix(capsys):
+    code, _, err = run(status_main, ["--broker", "mqtt://host", "--topic-prefix", "+"], capsys)
+    assert code == 2 and "--topic-prefix '+'" in err and "Traceback" not in err
