@@ -114,6 +114,17 @@ if [ $uninstall = no ]; then
         [ -z "$file" ] || [ -f "$file" ] || die_usage "$flag $file: no such file"
         [ -z "$file" ] || [ -r "$file" ] || die_usage "$flag $file: not readable"
     done
+    if [ -n "$password_file" ]; then
+        secret=$(head -n 1 "$password_file")
+        [ -n "$secret" ] || die_usage "--password-file $password_file: the first line is empty"
+        # systemd's EnvironmentFile= would strip or interpret these; make-certs/add-device
+        # passwords never hold them.
+        case $secret in
+        *[!!-~]* | *[\"\'\\\$\`]*)
+            die_usage "--password-file $password_file: the password must be printable ASCII" \
+                "without spaces, quotes, backslash, \$ or backquote (systemd's EnvironmentFile= would alter it)" ;;
+        esac
+    fi
     { [ -n "$cert" ] && [ -n "$key" ]; } || { [ -z "$cert" ] && [ -z "$key" ]; } ||
         die_usage "--cert and --key go together (this device's certificate and its key)"
     if [ -n "$broker" ]; then
@@ -351,7 +362,6 @@ do_install() {
     if [ -n "$password_file" ]; then
         local secret
         secret=$(head -n 1 "$password_file")
-        [ -n "$secret" ] || die_usage "--password-file $password_file: the first line is empty"
         # systemd reads this file as root (EnvironmentFile=); the service never sees the file.
         printf 'REINFORCE_EDGE_MQTT_PASSWORD=%s\n' "$secret" >"$tmp/mqtt.env"
         put_file "$tmp/mqtt.env" "$R$ETC/mqtt.env" 600

@@ -325,3 +325,14 @@ def test_an_image_staged_with_prefix_gets_its_user_and_owners_at_first_boot(tmp_
         assert (path.stat().st_gid, path.stat().st_mode & 0o777) == (gid, mode), path
     state = prefix / "var/lib/reinforce-edge"
     assert (state.stat().st_uid, state.stat().st_gid) == (uid, gid)
+
+
+@pytest.mark.parametrize("password", [b"\n", b"pass word\n", b'a"b\n', b"a\\b\n", b"a$b\n"])
+def test_a_password_systemd_would_alter_is_refused_before_any_change(tmp_path, inputs, password):
+    """mqtt.env is read by systemd's EnvironmentFile=, which trims, unquotes and unescapes."""
+    inputs["password-file"].write_bytes(password)
+    prefix = tmp_path / "root"
+    result = run_install(*full_args(prefix, inputs))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--password-file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not prefix.exists(), installed_files(prefix)
