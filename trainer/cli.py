@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,6 +351,13 @@ def _check_writable(path: Path) -> None:
         raise UsageError(f"--record {path}: is a directory")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"--record {path}: directory {parent} missing or not writable")
+    try:  # os.access says yes to root, also where the file system refuses
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--record {path}: cannot write there: {error.strerror or error}"
+        ) from None
 
 
 def _record(params: Any, path: Path, seed: int, record_gif: Any) -> float:
@@ -357,5 +365,8 @@ def _record(params: Any, path: Path, seed: int, record_gif: Any) -> float:
 
     buffer = io.BytesIO()
     score = record_gif(params, buffer, seed)
-    atomic_write(path, buffer.getvalue())
+    try:
+        atomic_write(path, buffer.getvalue())
+    except OSError as error:
+        raise UsageError(f"--record {path}: cannot write: {error.strerror or error}") from None
     return score

@@ -224,6 +224,27 @@ def test_unwritable_record_is_refused_before_evaluating(
     assert "is a directory" in one_error_line(capsys)
 
 
+def test_record_where_the_file_system_refuses_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["--seed", "1", "--out", str(out), "--max-episodes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+
+    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(13, "Permission denied")  # as /sys does even for root
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", refused)
+    gif = tmp_path / "episode.gif"
+    assert main(["eval", str(out), "--episodes", "1", "--record", str(gif)]) == 2
+    assert "cannot write there: Permission denied" in one_error_line(capsys)
+    monkeypatch.undo()
+    monkeypatch.setattr(cli, "atomic_write", refused)  # the disk fills up while rendering
+    assert main(["eval", str(out), "--episodes", "1", "--record", str(gif)]) == 2
+    assert "cannot write: Permission denied" in capsys.readouterr().err
+    assert not gif.exists()
+
+
 def test_corrupt_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "policy.npz"
     bad.write_bytes(b"PK\x03\x04 this is not a zip")
