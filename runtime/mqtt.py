@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class BrokerSettings:
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such file")
         if self.password is not None and self.username is None:
             raise ValueError("a broker password was given without --username")
+        check_tls_files(self.ca_file, self.cert, self.key)
 
     def __repr__(self) -> str:  # never print the password
         secret = "***" if self.password is not None else None
@@ -66,6 +68,30 @@ class BrokerSettings:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def _encrypted_key() -> bytes:
+    raise ValueError("encrypted private keys are not supported")
+
+
+def check_tls_files(ca_file: str | None, cert: str | None, key: str | None) -> None:
+    """Load the PEM files once now, so a wrong one is one line naming it, not a TLS traceback."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ValueError(f"--ca-file {ca_file}: not a PEM CA certificate ({reason})") from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key, password=_encrypted_key)
+        except (ssl.SSLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ValueError(
+                f"--cert {cert} / --key {key}: not a PEM certificate and its unencrypted"
+                f" private key ({reason})"
+            ) from None
 
 
 def parse_broker_url(url: str) -> tuple[bool, str, int]:

@@ -64,3 +64,74 @@ def test_the_runtime_refuses_a_binary_password_file_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and "not UTF-8 text" in lines[0], err
+
+
+def _self_signed(tmp_path, password: bytes | None = None):
+    """A self-signed certificate and its EC key (encrypted with `password` when given)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-1")])
+    now = datetime.datetime(2026, 1, 1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    encryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    cert_path, key_path = tmp_path / "dev.crt", tmp_path / "dev.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_tls_files_that_do_not_load_are_named(tmp_path):
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"PK\x03\x04 not a certificate")
+    cert, key = _self_signed(tmp_path)
+    assert broker_settings("mqtts://h", ca_file=cert, cert=cert, key=key).tls  # the good pair
+    with pytest.raises(ValueError, match=f"--ca-file {junk}: not a PEM CA certificate"):
+        broker_settings("mqtts://h", ca_file=str(junk))
+    with pytest.raises(ValueError, match=f"--cert {junk} / --key {key}"):
+        broker_settings("mqtts://h", cert=str(junk), key=key)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    _, other_key = _self_signed(other_dir)
+    with pytest.raises(ValueError, match="not a PEM certificate and its"):
+        broker_settings("mqtts://h", cert=cert, key=other_key)  # a key that does not match
+
+
+def test_an_encrypted_client_key_is_refused_without_a_prompt(tmp_path):
+    cert, key = _self_signed(tmp_path, password=b"secret")
+    with pytest.raises(ValueError, match="unencrypted private key"):
+        broker_settings("mqtts://h", cert=cert, key=key)
+
+
+def test_push_and_status_name_a_bad_tls_file_in_one_line(tmp_path, capsys):
+    from export.push import push_main, status_main
+
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"junk")
+    policy = tmp_path / "policy.npz"
+    policy.write_bytes(signed_policy(3, None))
+    tls = ["--broker", "mqtts://127.0.0.1:1", "--ca-file", str(junk)]
+    assert status_main(tls) == 2
+    assert push_main([str(policy), "--fleet", *tls]) == 2
+    err = capsys.readouterr().err
+    assert err.count("not a PEM CA certificate") == 2 and "Traceback" not in err
