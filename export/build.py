@@ -164,7 +164,11 @@ def write_artifacts(
 ) -> ExportResult:
     """Stage, check parity on the staged files, write the manifest, then rename into place."""
     created_out = _make_out_dir(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=out_dir))
+    try:  # the real test of writability: os.access says yes to root where writes are refused
+        staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=out_dir))
+    except OSError as error:
+        _discard(None, out_dir if created_out else None)
+        raise InputError(f"cannot write to {out_dir}: {error.strerror or error}") from None
     try:
         for name, data in artifacts.items():
             atomic_write(staging / name, data)
@@ -241,8 +245,9 @@ def _make_out_dir(out_dir: Path) -> bool:
     return not existed
 
 
-def _discard(staging: Path, created_out: Path | None) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+def _discard(staging: Path | None, created_out: Path | None) -> None:
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
     if created_out is not None:
         with contextlib.suppress(OSError):  # only if empty: it was made for this export
             created_out.rmdir()

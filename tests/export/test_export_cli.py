@@ -149,6 +149,22 @@ def test_parity_failure_in_a_new_directory_removes_it(run_dir: Path, monkeypatch
     assert not (run_dir / "new").exists()
 
 
+def test_out_where_the_file_system_refuses_is_one_line_exit_2(
+    run_dir: Path, monkeypatch, capsys
+) -> None:
+    import export.build as build
+
+    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(1, "Operation not permitted")  # as /sys does even for root
+
+    monkeypatch.setattr(build.tempfile, "mkdtemp", refused)
+    before = snapshot(run_dir)
+    assert main([str(run_dir), "--all", "--out", str(run_dir / "new")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to" in err and "Traceback" not in err
+    assert snapshot(run_dir) == before and not (run_dir / "new").exists()
+
+
 def test_missing_gcc_is_a_warning_line(run_dir: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(parity, "gcc_path", lambda: None)
     assert main([str(run_dir), "--c"]) == 0
