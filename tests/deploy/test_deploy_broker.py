@@ -411,7 +411,10 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "a/b"]),
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "pi:1"]),
         # a board named "operator" would get the operator's right to publish policies
-        ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "operator"]),
+        (
+            "add-device.sh",
+            ["--passwd", tmp_path / "p", "--out", tmp_path / "o", "--no-reload", "operator"],
+        ),
         ("add-device.sh", ["--bogus", "x"]),
         ("make-certs.sh", ["--dir", tmp_path / "c", "dev+1"]),
         ("make-certs.sh", ["--days", "soon"]),
@@ -424,7 +427,7 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
         )
         assert result.returncode == 2, (script, args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "p").exists() and not (tmp_path / "c").exists()
+    assert not any((tmp_path / name).exists() for name in ("p", "c", "o"))
 
 
 def test_make_certs_keeps_what_exists(tmp_path):
