@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ CURVE_FILE = "curve.png"
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = "reinforce-edge/checkpoint-1"
 AVERAGE_WINDOW = 100  # episodes in metrics.csv's avg100 column
+CHECKPOINT_ENTRIES = {"W1", "W2", "cache_W1", "cache_W2", "returns", "env_steps", "wall_s", "info"}
+CHECKPOINT_INFO = {"format", "rng", "updates", "last_mean_return", "solved_at"}
 
 
 class RunDirError(ValueError):
@@ -167,9 +170,17 @@ def load_run(path: str | os.PathLike) -> tuple[TrainConfig, TrainState]:
 
 
 def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
+    if not zipfile.is_zipfile(path):  # else np.load suggests unpickling it
+        raise ValueError("not a NumPy .npz archive")
     with np.load(path, allow_pickle=False) as archive:
         arrays = {name: archive[name] for name in archive.files}
+    missing = sorted(CHECKPOINT_ENTRIES - set(arrays))
+    if missing:
+        raise ValueError(f"missing entries {missing}")
     info: dict[str, Any] = json.loads(str(arrays["info"][()]))
+    missing = sorted(CHECKPOINT_INFO - set(info))
+    if missing:
+        raise ValueError(f"info lacks {missing}")
     if info.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"format {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     shapes = {KEY_W1: (config.hidden, 4), KEY_W2: (config.hidden,)}

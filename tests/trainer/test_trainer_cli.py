@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -283,11 +284,25 @@ def test_bad_resume_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["--out", str(out), *TINY]) == 0
     assert main(["--resume", str(out), "--hidden", "8"]) == 2
     assert "--hidden cannot change" in one_error_line(capsys)
+    checkpoint = (out / "checkpoint.npz").read_bytes()
     (out / "checkpoint.npz").write_bytes(b"garbage")
     policy = (out / "policy.npz").read_bytes()
     assert main(["--resume", str(out)]) == 2
-    assert "checkpoint.npz" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "checkpoint.npz: not a NumPy .npz archive" in line and "pickle" not in line
     assert (out / "policy.npz").read_bytes() == policy
+    with np.load(io.BytesIO(checkpoint)) as archive:
+        arrays = {name: archive[name] for name in archive.files if name != "cache_W2"}
+    np.savez(out / "checkpoint.npz", **arrays)
+    assert main(["--resume", str(out)]) == 2
+    assert "missing entries ['cache_W2']" in one_error_line(capsys)
+    arrays["cache_W2"] = arrays["cache_W1"][:, 0]
+    arrays["info"] = np.array(json.dumps({"format": "reinforce-edge/checkpoint-1"}))
+    np.savez(out / "checkpoint.npz", **arrays)
+    assert main(["--resume", str(out)]) == 2
+    assert "info lacks ['last_mean_return', 'rng', 'solved_at', 'updates']" in one_error_line(
+        capsys
+    )
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
