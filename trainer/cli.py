@@ -130,11 +130,12 @@ def eval_parser() -> Parser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.rundir import RunDirError, prepare_out
+    from trainer.rundir import RunDirError, prepare_out, stamp
 
     _configure_logging(args.quiet)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
+        stamp(args.reproducible)  # a bad SOURCE_DATE_EPOCH is refused now, not after training
         if args.resume is not None:
             config, state, out = _resume(args, overrides)
         else:

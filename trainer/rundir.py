@@ -87,7 +87,10 @@ def stamp(reproducible: bool) -> tuple[int, str]:
     else:
         seconds = int(dt.datetime.now(dt.timezone.utc).timestamp())
     seconds = max(seconds, 1)  # a policy version is a positive integer
-    created = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
+    try:
+        created = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError):
+        raise RunDirError(f"SOURCE_DATE_EPOCH {epoch} is out of the datetime range") from None
     return seconds, created
 
 

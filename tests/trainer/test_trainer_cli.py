@@ -213,6 +213,16 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("epoch", ["abc", "1e9", str(10**20)])
+def test_bad_source_date_epoch_is_refused_before_training(
+    epoch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    assert main(["--out", str(tmp_path / "o"), *TINY]) == 2
+    assert "SOURCE_DATE_EPOCH" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
 def test_unwritable_record_is_refused_before_evaluating(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
