@@ -256,6 +256,11 @@ class Agent:
 
     def _on_message(self, client, userdata, message) -> None:
         data = message.payload
+        if not data and message.topic == self.topics["fleet"]:
+            # How MQTT clears a retained message (deploy/README.md, rolling back by hand):
+            # the operator removed the fleet policy, nobody sent this device a bad one.
+            logger.info("the retained fleet policy was cleared on the broker")
+            return
         if len(data) > self.config.max_payload_bytes:  # cheapest check, before any queueing
             self._reject(
                 data,

@@ -227,3 +227,18 @@ def test_a_state_dir_that_cannot_be_written_rejects_with_a_status(
     watcher.publish(topic, payload)
     status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
     assert status["last_update"]["result"] == "applied" and status["policy_version"] == 6
+
+
+def test_clearing_the_retained_fleet_policy_is_not_a_rejection(device, watcher, keys):
+    """`mosquitto_pub -r -n -t P/fleet/policy` (deploy guide) reaches online devices as b""."""
+    key, _, _ = keys
+    watcher.publish(f"{PREFIX}/fleet/policy", b"", retain=True)
+    sentinel = signed_policy(6, key)
+    watcher.publish(f"{PREFIX}/devices/dev-1/policy", sentinel)  # in order after the clear
+    status = watcher.wait_for(update_result(hashlib.sha256(sentinel).hexdigest()))
+    assert status["last_update"]["result"] == "applied"
+    assert device.agent.rejected_updates == 0
+    # an empty payload on the device's own topic is still a bad update
+    watcher.publish(f"{PREFIX}/devices/dev-1/policy", b"")
+    status = watcher.wait_for(update_result(hashlib.sha256(b"").hexdigest()))
+    assert status["last_update"]["result"] == "rejected"
