@@ -152,7 +152,7 @@ def _is_int(value: Any) -> bool:
 def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
     """(key, is it valid, what is allowed) for every field."""
     return [
-        ("policy", c.policy is None or isinstance(c.policy, str), "a file path"),
+        ("policy", _optional_str(c.policy), "a file path"),
         (
             "plant",
             c.plant in PLANTS or is_plant_reference(c.plant),
@@ -171,7 +171,7 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             "a number of seconds > 0 (or unset: no limit)",
         ),
         ("backend", c.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-        ("public_key", c.public_key is None or isinstance(c.public_key, str), "a file path"),
+        ("public_key", _optional_str(c.public_key), "a file path"),
         (
             "seed",
             c.seed is None or (_is_int(c.seed) and 0 <= c.seed < 2**63),
@@ -317,6 +317,8 @@ def from_file(path: str | os.PathLike) -> dict[str, Any]:
     values = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        if name in values:
+            raise ConfigError(f"config file {path}: key {key!r} given twice (- and _ spellings)")
         if name not in known:
             raise ConfigError(
                 f"config file {path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"

@@ -71,6 +71,8 @@ def test_frozen() -> None:
             "max_policy_bytes = 0 is not allowed: expected an integer in 1..",
         ),
         ({"json": "yes"}, "json = 'yes' is not allowed: expected true or false"),
+        ({"policy": ""}, "policy = '' is not allowed: expected a file path"),
+        ({"public_key": ""}, "public_key = '' is not allowed: expected a file path"),
     ],
 )
 def test_bad_values_name_the_key_and_the_range(values, message) -> None:
@@ -97,6 +99,8 @@ def test_errors_say_where_the_value_came_from(tmp_path: Path) -> None:
         ("hz = ", "not valid TOML"),
         ("speed = 3\n", "unknown key 'speed'"),
         ('hz = "fast"\n', "hz = 'fast' is not allowed"),
+        ('policy = ""\n', "policy = '' is not allowed"),
+        ('log_level = "error"\nlog-level = "debug"\n', "key 'log-level' given twice"),
     ],
 )
 def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
