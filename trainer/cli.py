@@ -1,7 +1,8 @@
 """Command line: `python -m trainer [flags]` trains, `python -m trainer eval PATH` evaluates.
 
-Exit status: 0 done (solved or at --max-episodes), 2 bad usage or input (one line on stderr,
-nothing overwritten), 130 interrupted by Ctrl-C after saving the last completed batch.
+Exit status: 0 done (solved or at --max-episodes), 1 the run directory could not be written
+after training, 2 bad usage or input (one line on stderr, nothing overwritten), 130 interrupted
+by Ctrl-C after saving the last completed batch.
 """
 
 from __future__ import annotations
@@ -194,8 +195,12 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
             eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
         except KeyboardInterrupt:
             interrupted = True
-    with _interrupts_deferred() as deferred:
-        save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
+    try:
+        with _interrupts_deferred() as deferred:
+            save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
+    except OSError as error:  # e.g. the disk filled up or the directory went away meanwhile
+        print(f"trainer: error: cannot save the run to {out}: {error}", file=sys.stderr)
+        return 1
     interrupted = interrupted or bool(deferred)
     _summary(config, state, eval_mean, out, interrupted)
     return 130 if interrupted else 0

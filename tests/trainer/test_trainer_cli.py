@@ -161,6 +161,19 @@ def test_ctrl_c_while_saving_finishes_the_save_then_exits_130(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_failed_save_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer import rundir
+
+    def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rundir, "save_checkpoint", full)
+    assert main(["--seed", "7", "--out", str(tmp_path / "run"), *TINY]) == 1
+    assert "cannot save the run" in one_error_line(capsys)
+
+
 def test_resume_can_extend_the_budget(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["--out", str(out), *TINY]) == 0
