@@ -205,6 +205,11 @@ def load_checked_policy(config: RuntimeConfig, obs_dim: int):
 
         try:
             verify_policy(policy, load_public_key(config.public_key))
+        except ImportError:  # a board installed without the device extra
+            raise UsageError(
+                "--public-key needs the cryptography package:"
+                " pip install 'reinforce-edge[device]' (or apt install python3-cryptography)"
+            ) from None
         except PolicyError as error:
             raise PolicyError(f"{config.policy}: refused: {error}") from None
         log.info("policy %s v%d: signature verified", config.policy, policy.version)

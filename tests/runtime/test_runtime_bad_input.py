@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import zipfile
 from pathlib import Path
 
@@ -152,3 +153,16 @@ def test_unsigned_policy_starts_with_a_warning(tmp_path: Path, capsys, caplog) -
     code, _ = run(tmp_path, GOOD, capsys)
     assert code == 0
     assert any("unsigned" in record.getMessage() for record in caplog.records)
+
+
+def test_public_key_without_cryptography_is_one_line_exit_2(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A board without the device extra: a clear line, not an ImportError."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "cryptography"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+    (tmp_path / "fleet.pub").write_bytes(bytes(32))
+    code, err = run(tmp_path, GOOD, capsys, "--public-key", str(tmp_path / "fleet.pub"))
+    assert code == 2
+    assert "needs the cryptography package" in err and len(err.strip().splitlines()) == 1
