@@ -174,6 +174,21 @@ def test_a_failed_save_is_one_line_and_exit_1(
     assert "cannot save the run" in one_error_line(capsys)
 
 
+def test_ctrl_c_during_eval_is_one_line_and_exit_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["--seed", "1", "--out", str(out), "--max-episodes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("trainer.evaluate.evaluate", interrupted)
+    assert main(["eval", str(out), "--episodes", "3"]) == 130
+    assert one_error_line(capsys) == "trainer: interrupted"
+
+
 def test_resume_can_extend_the_budget(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["--out", str(out), *TINY]) == 0
