@@ -34,6 +34,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 case $days in '' | *[!0-9]*) die_usage "--days must be a positive whole number, got '$days'" ;; esac
+# The CA lives twice as long; openssl cannot date a certificate beyond the year 9999.
+if [ ${#days} -gt 5 ] || [ "$days" -lt 1 ] || [ "$days" -gt 18250 ]; then
+    die_usage "--days must be in 1..18250 (50 years), got '$days'"
+fi
+for name in ${names[@]+"${names[@]}"}; do
+    # It goes into subjectAltName (comma-separated) and the subject: nothing but a name or address.
+    case $name in
+    '' | *[!A-Za-z0-9.:*-]* | [.-]*) die_usage "--broker-name '$name': expected a DNS name or an IP address" ;;
+    esac
+done
 for id in ${ids[@]+"${ids[@]}"}; do
     case $id in
     *[!A-Za-z0-9_.-]* | '' | .*) die_usage "bad id '$id': use letters, digits, '_', '-', '.' (not first)" ;;

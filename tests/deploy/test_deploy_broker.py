@@ -418,6 +418,11 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
         ("add-device.sh", ["--bogus", "x"]),
         ("make-certs.sh", ["--dir", tmp_path / "c", "dev+1"]),
         ("make-certs.sh", ["--days", "soon"]),
+        ("make-certs.sh", ["--dir", tmp_path / "c", "--days", "0"]),  # openssl failed half-way
+        ("make-certs.sh", ["--dir", tmp_path / "c", "--days", "99999999"]),
+        # the name goes into subjectAltName, comma-separated: no smuggled entries
+        ("make-certs.sh", ["--dir", tmp_path / "c", "--broker-name", "b.lan,IP:10.9.9.9"]),
+        ("make-certs.sh", ["--dir", tmp_path / "c", "--broker-name", "a/b"]),
     ):
         result = subprocess.run(
             ["bash", str(MOSQUITTO_DIR / script), *map(str, args)],
