@@ -77,7 +77,8 @@ class StatusBoard:
         self.changed = threading.Condition()
         self._marker_topic = f"{prefix}/push/{uuid.uuid4().hex}"
         self._marker_seen = threading.Event()
-        self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker accepted or refused the connection
+        self._refused: str | None = None
         self._listeners: list[Any] = []
         self.client = make_client(settings, f"reinforce-edge-push-{uuid.uuid4().hex[:12]}")
         self.client.on_connect = self._on_connect
@@ -92,9 +93,10 @@ class StatusBoard:
         except (OSError, ValueError) as error:
             raise ConnectionError(f"cannot connect to {self.settings.url}: {error}") from None
         self.client.loop_start()
-        if not self._connected.wait(self.connect_timeout):
+        if not self._answered.wait(self.connect_timeout) or self._refused is not None:
             self.close()
-            raise ConnectionError(f"broker {self.settings.url} did not accept the connection")
+            why = f"refused the connection: {self._refused}" if self._refused else "did not answer"
+            raise ConnectionError(f"broker {self.settings.url} {why}")
         status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
         self.client.subscribe([(status_topic, 1), (self._marker_topic, 1)])
         self.client.publish(self._marker_topic, b"", qos=1)
@@ -107,10 +109,10 @@ class StatusBoard:
         self.client.loop_stop()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            logger.error("broker refused the connection: %s", reason_code)
-            return
-        self._connected.set()
+        if reason_code.is_failure:  # wrong password, not authorised: retrying cannot help
+            self._refused = str(reason_code)
+            client.disconnect()
+        self._answered.set()
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self._marker_topic:
