@@ -141,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
             config, state, out = _resume(args, overrides)
         else:
             config = preset(args.preset or "default", **overrides)
-            out = prepare_out(args.out or default_out())
+            out = prepare_out(args.out) if args.out else prepare_out(unused(default_out()))
             state = None
     except (ValueError, RunDirError) as error:
         raise UsageError(str(error)) from None
@@ -150,6 +150,23 @@ def run_train(args: argparse.Namespace) -> int:
 
 def default_out() -> Path:
     return Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def unused(path: Path) -> Path:
+    """`path`, made here and now, or `path-2`, `path-3`, ... when a run started in the same
+    second already has it (mkdir is atomic, so runs started together get one each)."""
+    from trainer.rundir import RunDirError
+
+    candidate, number = path, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}-{number}")
+        except OSError as error:
+            raise RunDirError(f"{candidate}: not writable: {error.strerror or error}") from None
 
 
 def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainConfig, Any, Path]:

@@ -297,6 +297,22 @@ def test_corrupt_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     one_error_line(capsys)
 
 
+def test_runs_started_in_the_same_second_get_their_own_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "default_out", lambda: Path("runs") / "20260101-000000")
+    for seed in ("1", "2"):
+        assert main(["--seed", seed, "--max-episodes", "2", "--eval-episodes", "0", "--quiet"]) == 0
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["20260101-000000", "20260101-000000-2"]
+    seeds = [load_policy(p / "policy.npz").meta["train_seed"] for p in sorted(runs.iterdir())]
+    assert seeds == [1, 2]
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(cli, "default_out", lambda: tmp_path / "file" / "20260101-000000")
+    assert main(["--max-episodes", "2", "--quiet"]) == 2
+
+
 def test_existing_run_is_not_clobbered(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     out.mkdir()
