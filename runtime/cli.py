@@ -165,6 +165,7 @@ class Reporter:
     def __init__(self, stream: TextIO, as_json: bool) -> None:
         self.stream = stream
         self.as_json = as_json
+        self.closed = False  # the reader went away (`| head`): reporting stops, control goes on
 
     def on_episode(self, result: EpisodeResult) -> None:
         if self.as_json:
@@ -189,8 +190,20 @@ class Reporter:
             )
 
     def _write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.closed:
+            return
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            self.closed = True
+            log.warning("the report's reader closed its end: no more episode reports")
+            try:  # so that the interpreter's final flush of the stream cannot fail either
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
 
 
 def load_checked_policy(config: RuntimeConfig, obs_dim: int):

@@ -128,3 +128,25 @@ def test_bad_arguments_one_line_exit_2(policy_path: Path, capsys, args, message)
 def test_no_policy_is_a_usage_error(capsys) -> None:
     assert main(["--episodes", "1"], environ={}) == 2
     assert "no policy given" in capsys.readouterr().err
+
+
+def test_a_closed_report_reader_stops_the_reports_not_the_run(policy_path: Path) -> None:
+    """`python -m runtime ... | head -1`: no traceback per episode, no exit 1."""
+    script = (
+        "import sys; from runtime.cli import main;"
+        f" sys.exit(main(['--policy', {str(policy_path)!r}, '--hz', '0', '--episodes', '20']))"
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first report
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    ) as child:
+        os.close(write_end)
+        err = child.stderr.read().decode()
+        code = child.wait(timeout=60)
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert err.count("closed its end") == 1
