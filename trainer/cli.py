@@ -324,7 +324,7 @@ class _Progress:
 
     def close(self, state: Any) -> None:
         if self.bar is not None:
-            self.bar.update(state.episodes - self.bar.n)  # the episodes after the last update
+            self.update(state)  # the episodes after the last update, and their average
             self.bar.close()
 
 

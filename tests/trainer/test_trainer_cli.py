@@ -18,6 +18,7 @@ from PIL import Image
 from runtime.policy import init_params, load_policy
 from trainer import cli
 from trainer.cli import main
+from trainer.config import TrainConfig
 
 TINY = ["--max-episodes", "48", "--eval-episodes", "5", "--quiet"]
 
@@ -187,6 +188,30 @@ def test_ctrl_c_during_eval_is_one_line_and_exit_130(
     monkeypatch.setattr("trainer.evaluate.evaluate", interrupted)
     assert main(["eval", str(out), "--episodes", "3"]) == 130
     assert one_error_line(capsys) == "trainer: interrupted"
+
+
+def test_progress_bar_ends_with_the_final_count_and_average() -> None:
+    from types import SimpleNamespace
+
+    class Bar:  # records what tqdm would show
+        n, postfix = 0, None
+
+        def update(self, count: int) -> None:
+            self.n += count
+
+        def set_postfix(self, refresh: bool = True, **values: str) -> None:
+            self.postfix = values
+
+        def close(self) -> None:
+            pass
+
+    progress = cli._Progress(TrainConfig(), quiet=False)
+    progress.bar = Bar()
+    returns = [10.0] * 8
+    progress.update(SimpleNamespace(returns=returns, episodes=8, env_steps=[80] * 8))
+    returns += [100.0]  # the solving episode ends after the last update
+    progress.close(SimpleNamespace(returns=returns, episodes=9, env_steps=[80] * 9))
+    assert progress.bar.n == 9 and progress.bar.postfix == {"avg100": "20.0"}
 
 
 def test_resume_can_extend_the_budget(tmp_path: Path) -> None:
