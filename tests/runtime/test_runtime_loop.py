@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from runtime.backends import make_active
-from runtime.loop import ControlLoop, EpisodeResult
+from runtime.loop import ControlLoop, EpisodeResult, percentiles_us
 from runtime.plants import CartPoleSim
 from runtime.policy import init_params, make_meta, parse_policy, policy_bytes
 from runtime.slot import ActivePolicy, PolicySlot
@@ -206,3 +210,25 @@ def test_stop_from_another_thread_ends_the_current_step() -> None:
     summary = loop.run()
     assert time.monotonic() - started < 1.0
     assert summary.stopped_by == "test" and 5 <= summary.decisions <= 15
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 101, 1000])
+def test_percentiles_match_numpy(size: int) -> None:
+    values = np.random.default_rng(size).exponential(5.0, size)
+    expected = tuple(round(float(v), 3) for v in np.percentile(values, [50, 99]))
+    assert percentiles_us(values.tolist()) == pytest.approx(expected, abs=1e-9)
+    assert percentiles_us([]) == (None, None)
+
+
+def test_an_episode_report_loads_no_numpy_ma() -> None:
+    """np.percentile imports numpy.ma on NumPy 2 (tens of ms: an overrun after episode 1)."""
+    code = (
+        "import sys, numpy; before = 'numpy.ma' in sys.modules;"  # NumPy 1.x loads it anyway
+        " from runtime.loop import percentiles_us; percentiles_us([1.0, 2.0]);"
+        " print(before or 'numpy.ma' not in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    ).stdout
+    assert out.strip() == "True"
