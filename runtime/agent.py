@@ -182,6 +182,7 @@ class Agent:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_connect_fail = self._on_connect_fail
         self._unreachable_logged = False
+        self._refusal_logged: str | None = None
         self.connected = threading.Event()  # the broker accepted the connection
         self.ready = threading.Event()  # ... and the policy subscriptions: status is online
 
@@ -224,8 +225,15 @@ class Agent:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            logger.warning("broker %s refused the connection: %s", self.broker.url, reason_code)
+            if self._refusal_logged != str(reason_code):  # once, not once per retry
+                self._refusal_logged = str(reason_code)
+                logger.warning(
+                    "broker %s refused the connection: %s; retrying with backoff",
+                    self.broker.url,
+                    reason_code,
+                )
             return
+        self._refusal_logged = None
         if not self.inline:
             lower_thread_priority()  # paho's network thread (idempotent)
         self.connected.set()
@@ -247,9 +255,10 @@ class Agent:
         self.ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self.connected.is_set()  # not after a refused login: logged already
         self.connected.clear()
         self.ready.clear()
-        if not self._stopping.is_set():
+        if was_connected and not self._stopping.is_set():
             logger.warning(
                 "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code
             )

@@ -135,3 +135,49 @@ def test_push_and_status_name_a_bad_tls_file_in_one_line(tmp_path, capsys):
     assert push_main([str(policy), "--fleet", *tls]) == 2
     err = capsys.readouterr().err
     assert err.count("not a PEM CA certificate") == 2 and "Traceback" not in err
+
+
+def test_a_refused_login_is_logged_once_not_per_retry(tmp_path, caplog):
+    """A wrong password makes paho retry with backoff forever: one journal line, not two a try."""
+    import logging
+    import os
+    import pwd
+    import subprocess
+    import time
+
+    from runtime.agent import Agent, AgentConfig
+    from runtime.policy import parse_policy
+    from runtime.signing import load_public_key
+    from runtime.slot import PolicySlot
+    from runtime.state import StateStore
+    from tests.conftest import free_port, start_broker
+    from tests.ota_support import activate
+
+    passwords = tmp_path / "passwd"
+    passwords.write_text("pi:right\n")
+    subprocess.run(["mosquitto_passwd", "-U", str(passwords)], check=True)
+    port = free_port()
+    config = f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+    config += f"user {pwd.getpwuid(os.getuid()).pw_name}\n"  # as root it would drop to mosquitto
+    broker = start_broker(tmp_path / "broker", config, port)
+    key, pub = new_key(tmp_path)
+    policy = parse_policy(signed_policy(5, key))
+    settings = BrokerSettings(host="127.0.0.1", port=port, username="pi", password="wrong")
+    agent = Agent(
+        AgentConfig(device_id="pi"),
+        settings,
+        PolicySlot(activate(policy)),
+        activate,
+        StateStore(tmp_path / "state"),
+        public_key=load_public_key(pub),
+    )
+    caplog.set_level(logging.WARNING, logger="runtime.agent")
+    agent.start()
+    try:
+        time.sleep(3.5)  # attempts at 0, 1 and 3 s (backoff 1 s, 2 s)
+    finally:
+        agent.stop()
+        broker.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
+    assert sum("refused the connection: Not authorized" in line for line in lines) == 1, lines
+    assert not any("disconnected" in line for line in lines), lines
