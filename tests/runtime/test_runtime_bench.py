@@ -27,5 +27,11 @@ def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
     path, _ = bench.make_policy(tmp_path, 128, False)
     elapsed_ms, rss_mb = bench.cold_start(path, "numpy", device_like=True)
     assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200
+    site = bench.install_like_a_device(tmp_path)
+    assert list((site / "runtime" / "__pycache__").glob("cli.*.pyc"))
+    assert bench.device_environment()["PYTHONPATH"].startswith(str(site))
+    elapsed_ms, _ = bench.cold_start(path, "numpy", device_like=True)
+    assert 0 < elapsed_ms < 30_000
+    bench.DEVICE_PACKAGES.clear()
     jitter = bench.bench_jitter(tmp_path, 0.2)
     assert jitter["steps"] >= 10 and jitter["late_max_ms"] >= jitter["late_p50_ms"]
