@@ -151,7 +151,14 @@ if [ $uninstall = no ]; then
         die_usage "--device-id '$device_id': use letters, digits, '_', '-', '.' (a letter or digit first)" ;;
     esac
     [ ${#device_id} -le 64 ] || die_usage "--device-id '$device_id' is longer than 64 characters"
-    case $serial_device in '' | /dev/?*) ;; *) die_usage "--serial-device '$serial_device': expected a /dev/ path" ;; esac
+    # It goes into a sed replacement and DeviceAllow=: a plain path only.
+    case $serial_device in
+    '' | /dev/[A-Za-z0-9_]*) ;;
+    *) die_usage "--serial-device '$serial_device': expected a /dev/ path" ;;
+    esac
+    case $serial_device in
+    *[!A-Za-z0-9_./:-]* | *..*) die_usage "--serial-device '$serial_device': expected a /dev/ path" ;;
+    esac
     command -v "$python" >/dev/null 2>&1 || die_usage "--python $python: not found (apt-get install -y python3)"
     py_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
         die_usage "$python does not run"

@@ -215,6 +215,9 @@ def test_uninstall_keeps_an_edited_config_unless_purged(tmp_path, inputs):
         (["--broker", "mqtt://h:99999"], "PORT 1..65535"),
         (["--broker", "mqtt://h/path"], "expected mqtt://HOST[:PORT]"),
         (["--serial-device", "ttyACM0"], "expected a /dev/ path"),
+        (["--serial-device", "/dev/tty&x"], "expected a /dev/ path"),  # went into sed as &
+        (["--serial-device", "/dev/tty|x"], "expected a /dev/ path"),
+        (["--serial-device", "/dev/tty x"], "expected a /dev/ path"),
         (["--python", "/nonexistent/python3"], "not found"),
     ],
 )
