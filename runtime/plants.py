@@ -359,12 +359,19 @@ def load_custom_plant(reference: str) -> Plant:
     module_name, _, attribute = reference.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise PlantError(f"plant {reference}: cannot import {module_name}: {error}") from None
+    except Exception as error:  # ImportError, or whatever the user's module raises (SyntaxError)
+        raise PlantError(
+            f"plant {reference}: cannot import {module_name}: {type(error).__name__}: {error}"
+        ) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise PlantError(f"plant {reference}: {module_name} has no class {attribute}")
-    plant = factory()
+    try:
+        plant = factory()
+    except Exception as error:  # a constructor needing arguments, a driver without its device
+        raise PlantError(
+            f"plant {reference}: {attribute}() failed: {type(error).__name__}: {error}"
+        ) from None
     missing = [name for name in ("reset", "step") if not callable(getattr(plant, name, None))]
     if missing:
         raise PlantError(f"plant {reference} is not a plant: no {' or '.join(missing)} method")

@@ -39,6 +39,16 @@ class NotAPlant:
     obs_dim = 4
 
 
+class NeedsAPort:
+    def __init__(self, port):
+        self.port = port
+
+
+class NoDevice:
+    def __init__(self):
+        open("/dev/no-such-motor-driver")
+
+
 VALUE = 3
 '''
 
@@ -47,6 +57,7 @@ VALUE = 3
 def plant_module(tmp_path: Path, monkeypatch) -> str:
     name = f"user_plant_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(PLANT_MODULE)
+    (tmp_path / f"broken_{name}.py").write_text("class Plant(:\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
 
@@ -67,13 +78,16 @@ def test_custom_plant_runs(policy_path: Path, plant_module: str, capsys) -> None
         ("{m}:NotAPlant", "is not a plant: no reset or step method"),
         ("{m}:Missing", "has no class Missing"),
         ("{m}:VALUE", "has no class VALUE"),
+        ("{m}:NeedsAPort", "NeedsAPort() failed: TypeError:"),
+        ("{m}:NoDevice", "NoDevice() failed: FileNotFoundError:"),
+        ("broken_{m}:Plant", "cannot import broken_{m}: SyntaxError:"),
         ("no_such_module_here:Plant", "cannot import no_such_module_here"),
         ("{m}:", "plant = "),
         ("../etc:Plant", "plant = '../etc:Plant' is not allowed"),
     ],
 )
 def test_bad_custom_plants(policy_path, plant_module, capsys, reference, message) -> None:
-    reference = reference.format(m=plant_module)
+    reference, message = reference.format(m=plant_module), message.format(m=plant_module)
     assert main(["--policy", str(policy_path), "--plant", reference], environ={}) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
