@@ -279,9 +279,10 @@ class Agent:
             )
             return
         with self._pending_lock:
-            busy = (
-                self._pending >= UPDATE_QUEUE_MAX
-                or self._pending_bytes + len(data) > UPDATE_QUEUE_MAX_BYTES
+            busy = self._pending >= UPDATE_QUEUE_MAX or (
+                # an empty mailbox takes any payload within the size limit, which may be set
+                # above the mailbox's byte bound (a large custom plant)
+                self._pending > 0 and self._pending_bytes + len(data) > UPDATE_QUEUE_MAX_BYTES
             )
             if not busy:
                 self._pending += 1

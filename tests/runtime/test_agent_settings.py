@@ -181,3 +181,35 @@ def test_a_refused_login_is_logged_once_not_per_retry(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
     assert sum("refused the connection: Not authorized" in line for line in lines) == 1, lines
     assert not any("disconnected" in line for line in lines), lines
+
+
+def test_a_payload_above_the_mailbox_bound_is_still_checked_when_the_limit_allows_it(tmp_path):
+    """--max-policy-bytes may exceed the 8 MiB mailbox bound: such a payload must not be
+    refused as "busy" forever; it waits alone."""
+    from types import SimpleNamespace
+
+    from runtime.agent import Agent, AgentConfig
+    from runtime.constants import UPDATE_QUEUE_MAX_BYTES
+    from runtime.policy import parse_policy
+    from runtime.signing import load_public_key
+    from runtime.slot import PolicySlot
+    from runtime.state import StateStore
+    from tests.ota_support import activate
+
+    key, pub = new_key(tmp_path)
+    limit = 2 * UPDATE_QUEUE_MAX_BYTES
+    agent = Agent(
+        AgentConfig(device_id="big", max_payload_bytes=limit),
+        BrokerSettings(host="127.0.0.1", port=1),  # never started: no connection
+        PolicySlot(activate(parse_policy(signed_policy(5, key)))),
+        activate,
+        StateStore(tmp_path / "state"),
+        public_key=load_public_key(pub),
+    )
+    big = SimpleNamespace(
+        topic="reinforce-edge/devices/big/policy", payload=bytes(limit - 1), retain=False
+    )
+    agent._on_message(None, None, big)
+    assert agent.rejected_updates == 0 and agent._mailbox.qsize() == 1
+    agent._on_message(None, None, big)  # a second one while the first waits: busy
+    assert agent.rejected_updates == 1 and "busy" in agent.last_update["reason"]
