@@ -38,6 +38,8 @@ PLANT_REFERENCE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][
 BACKENDS = ("numpy", "onnxruntime")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_HZ = 10_000.0  # a Python loop cannot keep a faster period honest
+MIN_HZ = 0.001  # one decision per 1000 s; slower periods overflow the nanosecond schedule
+MAX_DURATION_S = 1e9  # about 31 years, so that the end fits a nanosecond integer
 MAX_POLICY_BYTES_LIMIT = 64 * 1024 * 1024
 
 
@@ -159,7 +161,11 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             f"one of {', '.join(PLANTS)}, or module:Class for your own plant",
         ),
         ("env", isinstance(c.env, str) and c.env != "", "a Gymnasium environment id"),
-        ("hz", _is_number(c.hz) and 0 <= c.hz <= MAX_HZ, f"a number in 0..{MAX_HZ:g}"),
+        (
+            "hz",
+            _is_number(c.hz) and (c.hz == 0 or MIN_HZ <= c.hz <= MAX_HZ),
+            f"a number in 0..{MAX_HZ:g} (0: as fast as possible, else at least {MIN_HZ:g})",
+        ),
         (
             "episodes",
             c.episodes is None or (_is_int(c.episodes) and c.episodes >= 1),
@@ -167,8 +173,8 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
         ),
         (
             "duration",
-            c.duration is None or (_is_number(c.duration) and c.duration > 0),
-            "a number of seconds > 0 (or unset: no limit)",
+            c.duration is None or (_is_number(c.duration) and 0 < c.duration <= MAX_DURATION_S),
+            f"a number of seconds > 0 and <= {MAX_DURATION_S:g} (or unset: no limit)",
         ),
         ("backend", c.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
         ("public_key", _optional_str(c.public_key), "a file path"),

@@ -110,7 +110,9 @@ def test_duration_bounds_the_run(policy_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--hz", "-1"], "hz = -1.0 is not allowed: expected a number in 0..10000 (from --hz)"),
+        (["--hz", "-1"], "hz = -1.0 is not allowed: expected a number in 0..10000 (0: as fast"),
+        (["--hz", "1e-300"], "hz = 1e-300 is not allowed"),
+        (["--duration", "1e300"], "duration = 1e+300 is not allowed"),
         (["--episodes", "0"], "episodes = 0 is not allowed"),
         (["--duration", "-2"], "duration = -2.0 is not allowed"),
         (["--hz", "fast"], "argument --hz: invalid float value: 'fast'"),

@@ -60,6 +60,8 @@ def test_frozen() -> None:
         ({"hz": 20000}, "hz = 20000 is not allowed"),
         ({"hz": float("nan")}, "hz = nan is not allowed"),
         ({"hz": True}, "hz = True is not allowed"),
+        ({"hz": 1e-300}, "hz = 1e-300 is not allowed: expected a number in 0..10000 (0: as"),
+        ({"duration": 1e300}, "duration = 1e+300 is not allowed: expected a number of seconds"),
         ({"episodes": 0}, "episodes = 0 is not allowed: expected an integer >= 1"),
         ({"episodes": 2.5}, "episodes = 2.5 is not allowed"),
         ({"duration": 0}, "duration = 0 is not allowed: expected a number of seconds > 0"),
@@ -125,7 +127,7 @@ def test_cli_reads_all_three_sources(tmp_path: Path, policy_path: Path, capsys) 
 @pytest.mark.parametrize(
     ("args", "environ", "message"),
     [
-        (["--hz", "-3"], {}, "hz = -3.0 is not allowed: expected a number in 0..10000 (from --hz)"),
+        (["--hz", "-3"], {}, "hz = -3.0 is not allowed: expected a number in 0..10000 (0: as"),
         ([], {"REINFORCE_EDGE_HZ": "x"}, "hz = 'x' (from REINFORCE_EDGE_HZ) is not a valid number"),
         ([], {"REINFORCE_EDGE_PLANT": "x"}, "plant = 'x' is not allowed: expected one of sim"),
     ],
