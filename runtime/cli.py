@@ -212,6 +212,9 @@ def load_checked_policy(config: RuntimeConfig, obs_dim: int):
 
     if config.policy is None:
         raise UsageError("no policy given: use --policy FILE (or REINFORCE_EDGE_POLICY)")
+    path = Path(config.policy)
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero never ends
+        raise UsageError(f"{path}: not a regular file (a device or a pipe), expected a policy.npz")
     policy = load_policy(config.policy, max_bytes=config.max_policy_bytes, obs_dim=obs_dim)
     if config.public_key is not None:
         from runtime.signing import load_public_key, verify_policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -166,3 +167,12 @@ def test_public_key_without_cryptography_is_one_line_exit_2(
     code, err = run(tmp_path, GOOD, capsys, "--public-key", str(tmp_path / "fleet.pub"))
     assert code == 2
     assert "needs the cryptography package" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_device_or_a_pipe_instead_of_a_file(tmp_path: Path, capsys) -> None:
+    """/dev/zero would be read forever and a FIFO would block: refused before opening."""
+    os.mkfifo(tmp_path / "fifo")
+    for path in ("/dev/zero", str(tmp_path / "fifo")):
+        assert main(["--policy", path, "--episodes", "1"], environ={}) == 2
+        err = capsys.readouterr().err
+        assert "not a regular file" in err and len(err.strip().splitlines()) == 1
