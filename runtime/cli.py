@@ -206,17 +206,23 @@ class Reporter:
                 pass
 
 
+def refuse_special_file(name: str, expected: str) -> None:
+    """A device or a pipe where a file is expected: /dev/zero never ends, a FIFO blocks."""
+    path = Path(name)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UsageError(f"{path}: not a regular file (a device or a pipe), expected {expected}")
+
+
 def load_checked_policy(config: RuntimeConfig, obs_dim: int):
     """The policy, validated, and verified when a public key is configured."""
     from runtime.policy import PolicyError, load_policy
 
     if config.policy is None:
         raise UsageError("no policy given: use --policy FILE (or REINFORCE_EDGE_POLICY)")
-    path = Path(config.policy)
-    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero never ends
-        raise UsageError(f"{path}: not a regular file (a device or a pipe), expected a policy.npz")
+    refuse_special_file(config.policy, "a policy.npz")
     policy = load_policy(config.policy, max_bytes=config.max_policy_bytes, obs_dim=obs_dim)
     if config.public_key is not None:
+        refuse_special_file(config.public_key, "an Ed25519 public key")
         from runtime.signing import load_public_key, verify_policy
 
         try:

@@ -309,6 +309,8 @@ def _toml_loads(text: str) -> dict[str, Any]:
 def from_file(path: str | os.PathLike) -> dict[str, Any]:
     """The values of a TOML file; keys may use `-` or `_`; unknown keys are an error."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/zero never ends
+        raise ConfigError(f"config file {path}: not a regular file (a device or a pipe)")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -176,3 +176,9 @@ def test_a_device_or_a_pipe_instead_of_a_file(tmp_path: Path, capsys) -> None:
         assert main(["--policy", path, "--episodes", "1"], environ={}) == 2
         err = capsys.readouterr().err
         assert "not a regular file" in err and len(err.strip().splitlines()) == 1
+        (tmp_path / "policy.npz").write_bytes(GOOD)
+        for flag in ("--public-key", "--config"):
+            args = ["--policy", str(tmp_path / "policy.npz"), flag, path, "--episodes", "1"]
+            assert main(args, environ={}) == 2
+            err = capsys.readouterr().err
+            assert "not a regular file" in err and len(err.strip().splitlines()) == 1
