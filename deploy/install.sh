@@ -375,9 +375,16 @@ do_install() {
     fi
     local config=$R$ETC/runtime.toml
     if [ -f "$config" ]; then
-        if [ -n "$broker$ca_file$cert" ] && ! grep -q "^broker = \"$broker\"" "$config"; then
-            info "kept $config (never overwritten): edit it for the new broker or TLS settings"
-        fi
+        # Say so only when the kept file lacks a setting given now (a re-run with the same
+        # flags is quiet).
+        local line
+        for line in ${broker:+"broker = \"$broker\""} \
+            ${ca_file:+"ca_file = \"$ETC/tls/ca.crt\""} ${cert:+"cert = \"$ETC/tls/device.crt\""}; do
+            if ! grep -qxF "$line" "$config"; then
+                info "kept $config (never overwritten): edit it for the new broker or TLS settings"
+                break
+            fi
+        done
     else
         render_config >"$tmp/runtime.toml"
         put_file "$tmp/runtime.toml" "$config" 640 $NAME

@@ -109,7 +109,12 @@ def test_install_under_prefix_then_second_run_is_a_no_op(tmp_path, inputs):
     before = snapshot(prefix)
     second = run_install(*full_args(prefix, inputs), check=True)
     assert "nothing to do" in second.stdout
+    assert "edit it for the new broker" not in second.stdout  # the same broker: nothing to edit
     assert snapshot(prefix) == before
+    # a certificate renewal (TLS files only) whose paths the config already names: quiet too
+    renew = ["--prefix", prefix, "--skip-venv", "--cert", inputs["cert"], "--key", inputs["key"]]
+    third = run_install(*renew, check=True)
+    assert "nothing to do" in third.stdout and "edit it" not in third.stdout, third.stdout
 
 
 def test_minimal_install_leaves_mqtt_and_tls_commented_out(tmp_path, inputs):
