@@ -255,13 +255,24 @@ class Agent:
         self.ready.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        was_connected = self.connected.is_set()  # not after a refused login: logged already
+        was_connected = self.connected.is_set()
         self.connected.clear()
         self.ready.clear()
-        if was_connected and not self._stopping.is_set():
-            logger.warning(
-                "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code
-            )
+        if self._stopping.is_set():
+            return
+        if not was_connected:  # closed before the broker accepted us: once per outage
+            if self._refusal_logged is None and not self._unreachable_logged:
+                self._unreachable_logged = True
+                logger.warning(
+                    "disconnected from %s before the broker accepted the connection (%s);"
+                    " retrying with backoff (a TLS client certificate missing or refused?)",
+                    self.broker.url,
+                    reason_code,
+                )
+            return
+        logger.warning(
+            "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code
+        )
 
     def _on_message(self, client, userdata, message) -> None:
         data = message.payload

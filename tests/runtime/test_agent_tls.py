@@ -142,3 +142,37 @@ def test_mqtts_with_a_password_from_the_environment(tmp_path, tls_broker, monkey
         assert "certificate" in capsys.readouterr().err.lower()
     finally:
         agent.stop()
+
+
+def test_a_broker_that_wants_a_client_certificate_is_logged_once(tmp_path, caplog):
+    """Without `--cert` the TLS handshake passes and the broker then drops the socket, before
+    any CONNACK: the journal must say so (troubleshooting in deploy/README.md), once."""
+    import logging
+
+    ca, cert, key = make_tls_files(tmp_path)
+    port = free_port()
+    config = (
+        f"listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+        "require_certificate true\nallow_anonymous true\npersistence false\n"
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+    )
+    broker = start_broker(tmp_path / "broker", config_text=config, port=port)
+    signing, pub = new_key(tmp_path)
+    data = signed_policy(5, signing)
+    agent = Agent(
+        AgentConfig(device_id="no-cert", topic_prefix=PREFIX),
+        broker_settings(f"mqtts://127.0.0.1:{port}", ca_file=str(ca)),
+        PolicySlot(activate(parse_policy(data))),
+        activate,
+        StateStore(tmp_path / "state"),
+        public_key=load_public_key(pub),
+    )
+    caplog.set_level(logging.WARNING, logger="runtime.agent")
+    agent.start()
+    try:
+        time.sleep(3.5)  # attempts at 0, 1 and 3 s
+    finally:
+        agent.stop()
+        broker.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
+    assert len(lines) == 1 and "before the broker accepted the connection" in lines[0], lines
