@@ -149,6 +149,7 @@ if [ $uninstall = no ]; then
     case $device_id in
     '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_.-]*)
         die_usage "--device-id '$device_id': use letters, digits, '_', '-', '.' (a letter or digit first)" ;;
+    operator) die_usage "--device-id 'operator' is the operator's broker account (it may publish policies), not a board's" ;;
     esac
     [ ${#device_id} -le 64 ] || die_usage "--device-id '$device_id' is longer than 64 characters"
     # It goes into a sed replacement and DeviceAllow=: a plain path only.

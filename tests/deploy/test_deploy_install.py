@@ -212,6 +212,7 @@ def test_uninstall_keeps_an_edited_config_unless_purged(tmp_path, inputs):
         (["--device-id", "a/b"], "--device-id 'a/b'"),
         (["--device-id", "pi:1"], "--device-id 'pi:1'"),
         (["--device-id", "-pi"], "--device-id '-pi'"),
+        (["--device-id", "operator"], "operator's broker account"),
         # written into runtime.toml as given: anything but HOST[:PORT] would break it
         (["--broker", "mqtt://a&b"], "expected mqtt://HOST[:PORT]"),
         (["--broker", "mqtt://h|x"], "expected mqtt://HOST[:PORT]"),
