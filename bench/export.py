@@ -12,7 +12,6 @@ work on the machine hits them alike. Prints the median microseconds per decision
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,8 +26,11 @@ from pathlib import Path
 # name would shadow the `export` package: drop that entry before importing the project.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for bench.machine
+
 import numpy as np  # noqa: E402
 
+from bench.machine import describe as machine  # noqa: E402
 from export.build import tool_version  # noqa: E402
 from export.c_header import render_header  # noqa: E402
 from export.onnx_graph import build_onnx  # noqa: E402
@@ -175,20 +177,6 @@ def main() -> None:
             f"{name:<28} {batch:>11} {seconds * 1e6:>12.3f} {seconds / numpy_single:>15.3g}x"
             f" {seconds / numpy_same:>19.3g}x"
         )
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 if __name__ == "__main__":

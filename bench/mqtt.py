@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -34,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe as machine  # noqa: E402
 from runtime.policy import make_meta, meta_to_json, policy_bytes, signed_bytes  # noqa: E402
 
 PREFIX = "bench-edge"
@@ -391,19 +391,6 @@ def fsync_ms(directory: Path, rounds: int = 31) -> float:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=200, help="updates for the latency run")
@@ -415,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         port, first, count, pub, root = args.fleet_worker
         fleet_worker(int(port), int(first), int(count), pub, root)
         return 0
-    print(f"machine: {machine()}; python {platform.python_version()}")
+    print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-", dir=ROOT) as tmp:
         workdir = Path(tmp)  # on the project's disk, so fsync is a real fsync
         key, pub = make_key(workdir)

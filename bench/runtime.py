@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe as machine  # noqa: E402
 from runtime.backends import fused_decision, make_active, naive_decision  # noqa: E402
 from runtime.loop import ControlLoop  # noqa: E402
 from runtime.plants import CartPoleSim  # noqa: E402
@@ -296,22 +296,6 @@ def bench_jitter(directory: Path, seconds: float) -> dict:
 
 
 # --- report ---------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    return (
-        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" NumPy {np.__version__}, load average {load:.2f} at start"
-    )
 
 
 def print_report(latency_rows, graph, cold_rows, jitter) -> None:

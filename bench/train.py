@@ -14,10 +14,7 @@ medians per configuration and the ratios against the preset.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe as machine  # noqa: E402
 from runtime.policy import action_probability, make_meta, parse_policy, policy_bytes  # noqa: E402
 from trainer.cli import finish  # noqa: E402
 from trainer.config import TrainConfig, preset  # noqa: E402
@@ -99,22 +97,6 @@ def parse_variant(text: str) -> tuple[str, dict]:
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         values[key] = {"int": int, "float": float}.get(kind, str)(raw)
     return name, values
-
-
-def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line),
-            platform.processor(),
-        )
-    except OSError:
-        model = platform.processor()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" NumPy {np.__version__}, load average {load:.2f} at start"
-    )
 
 
 def summarise(results: list[Result], reference: list[Result] | None) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks: each script runs its candidates side by side in one run and prints ratios."""
