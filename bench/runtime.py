@@ -56,35 +56,11 @@ TARGET_LATE_P99_MS = 1.0
 
 
 def write_onnx(policy, path: Path) -> str:
-    """The exporter's graph when the exporter is there, else the same maths in float32."""
-    try:
-        from export.onnx_graph import build_onnx
+    """The exporter's own graph, as a device receives it."""
+    from export.onnx_graph import build_onnx
 
-        path.write_bytes(build_onnx(policy, "bench"))
-        return "export.onnx_graph (float64 inside)"
-    except ImportError:
-        pass
-    from onnx import TensorProto, helper, numpy_helper
-
-    w1, w2 = policy.params["W1"], policy.params["W2"]
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["obs", "W1T"], ["pre"]),
-            helper.make_node("Relu", ["pre"], ["hidden"]),
-            helper.make_node("MatMul", ["hidden", "W2"], ["logit"]),
-            helper.make_node("Sigmoid", ["logit"], ["prob"]),
-        ],
-        "policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[
-            numpy_helper.from_array(np.ascontiguousarray(w1.T), "W1T"),
-            numpy_helper.from_array(w2.reshape(-1, 1), "W2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    path.write_bytes(model.SerializeToString())
-    return "onnx.helper float32 graph"
+    path.write_bytes(build_onnx(policy, "bench"))
+    return "export.onnx_graph (float64 inside)"
 
 
 def make_policy(directory: Path, hidden: int, with_onnx: bool) -> tuple[Path, str]:

@@ -64,28 +64,12 @@ def test_unknown_backend() -> None:
 
 
 def write_onnx(path: Path, w1: np.ndarray, w2: np.ndarray) -> None:
-    """The policy graph, built here with onnx.helper (the exporter builds the shipped one)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    """The exporter's graph for these weights, written beside the npz as a device keeps it."""
+    pytest.importorskip("onnx")
+    from export.onnx_graph import build_onnx
 
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["obs", "W1T"], ["pre"]),
-            helper.make_node("Relu", ["pre"], ["hidden"]),
-            helper.make_node("MatMul", ["hidden", "W2"], ["logit"]),
-            helper.make_node("Sigmoid", ["logit"], ["prob"]),
-        ],
-        "policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[
-            numpy_helper.from_array(np.ascontiguousarray(w1.T), "W1T"),
-            numpy_helper.from_array(w2.reshape(-1, 1), "W2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    path.write_bytes(model.SerializeToString())
-    assert onnx
+    policy = parse_policy(policy_bytes({"W1": w1, "W2": w2}, make_meta(hidden=w1.shape[0])))
+    path.write_bytes(build_onnx(policy, "test"))
 
 
 def test_onnxruntime_backend_matches_numpy(policy_path: Path, capsys) -> None:
