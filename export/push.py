@@ -40,7 +40,7 @@ from runtime.constants import (
     TOPIC_FLEET_POLICY,
     TOPIC_PREFIX_PATTERN,
 )
-from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from_args
+from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from
 from runtime.policy import PolicyError, parse_policy
 
 logger = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ def build_status_parser(prog: str = "python -m export status") -> Parser:
 
 def _settings(args: argparse.Namespace) -> BrokerSettings:
     try:
-        return settings_from_args(args)
+        return settings_from(args)
     except ValueError as error:
         raise UsageError(str(error)) from None
 

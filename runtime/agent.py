@@ -541,7 +541,7 @@ def start_agent(runtime: Any) -> Agent | None:
     """
     from runtime.backends import make_active
     from runtime.config import ConfigError
-    from runtime.mqtt import broker_settings
+    from runtime.mqtt import settings_from
     from runtime.policy import PolicyError
     from runtime.state import default_state_dir
 
@@ -565,14 +565,7 @@ def start_agent(runtime: Any) -> Agent | None:
                 allow_unsigned=config.insecure_allow_unsigned,
                 obs_dim=runtime.plant.obs_dim,
             )
-            settings = broker_settings(
-                config.broker,
-                ca_file=config.ca_file,
-                cert=config.cert,
-                key=config.key,
-                username=config.username,
-                password_file=config.password_file,
-            )
+            settings = settings_from(config)
         public_key = None
         if config.public_key is not None:
             from runtime.signing import load_public_key

@@ -190,14 +190,16 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool) -> 
     )
 
 
-def settings_from_args(args: argparse.Namespace) -> BrokerSettings:
+def settings_from(source: Any) -> BrokerSettings:
+    """Broker settings from anything with the broker flags as attributes: the parsed arguments
+    of `export push/status` or the runtime's configuration."""
     return broker_settings(
-        args.broker,
-        ca_file=args.ca_file,
-        cert=args.cert,
-        key=args.key,
-        username=args.username,
-        password_file=args.password_file,
+        source.broker,
+        ca_file=source.ca_file,
+        cert=source.cert,
+        key=source.key,
+        username=source.username,
+        password_file=source.password_file,
     )
 
 
