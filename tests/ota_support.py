@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -83,6 +84,18 @@ PREFIX = "test-edge"
 
 def activate(policy) -> ActivePolicy:
     return ActivePolicy(policy, lambda obs: float(action_probability(policy.params, obs)))
+
+
+def agent_log_lines(agent: Agent, broker: Any, caplog: Any, seconds: float) -> list[str]:
+    """Run `agent` for `seconds` against `broker`, stop both, return the agent's warning lines."""
+    caplog.set_level(logging.WARNING, logger="runtime.agent")
+    agent.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        agent.stop()
+        broker.stop()
+    return [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
 
 
 class Device:

@@ -6,7 +6,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.mqtt import BrokerSettings, broker_settings, parse_broker_url
-from tests.ota_support import new_key, signed_policy
+from tests.ota_support import agent_log_lines, new_key, signed_policy
 
 
 @pytest.mark.parametrize(
@@ -139,11 +139,9 @@ def test_push_and_status_name_a_bad_tls_file_in_one_line(tmp_path, capsys):
 
 def test_a_refused_login_is_logged_once_not_per_retry(tmp_path, caplog):
     """A wrong password makes paho retry with backoff forever: one journal line, not two a try."""
-    import logging
     import os
     import pwd
     import subprocess
-    import time
 
     from runtime.agent import Agent, AgentConfig
     from runtime.policy import parse_policy
@@ -171,14 +169,8 @@ def test_a_refused_login_is_logged_once_not_per_retry(tmp_path, caplog):
         StateStore(tmp_path / "state"),
         public_key=load_public_key(pub),
     )
-    caplog.set_level(logging.WARNING, logger="runtime.agent")
-    agent.start()
-    try:
-        time.sleep(3.5)  # attempts at 0, 1 and 3 s (backoff 1 s, 2 s)
-    finally:
-        agent.stop()
-        broker.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
+    # attempts at 0, 1 and 3 s (backoff 1 s, 2 s)
+    lines = agent_log_lines(agent, broker, caplog, 3.5)
     assert sum("refused the connection: Not authorized" in line for line in lines) == 1, lines
     assert not any("disconnected" in line for line in lines), lines
 

@@ -26,7 +26,7 @@ from runtime.signing import load_public_key
 from runtime.slot import PolicySlot
 from runtime.state import StateStore, Stored
 from tests.conftest import free_port, start_broker
-from tests.ota_support import PREFIX, activate, new_key, signed_policy
+from tests.ota_support import PREFIX, activate, agent_log_lines, new_key, signed_policy
 
 
 def _pem_key(key) -> bytes:
@@ -147,7 +147,6 @@ def test_mqtts_with_a_password_from_the_environment(tmp_path, tls_broker, monkey
 def test_a_broker_that_wants_a_client_certificate_is_logged_once(tmp_path, caplog):
     """Without `--cert` the TLS handshake passes and the broker then drops the socket, before
     any CONNACK: the journal must say so (troubleshooting in deploy/README.md), once."""
-    import logging
 
     ca, cert, key = make_tls_files(tmp_path)
     port = free_port()
@@ -167,12 +166,5 @@ def test_a_broker_that_wants_a_client_certificate_is_logged_once(tmp_path, caplo
         StateStore(tmp_path / "state"),
         public_key=load_public_key(pub),
     )
-    caplog.set_level(logging.WARNING, logger="runtime.agent")
-    agent.start()
-    try:
-        time.sleep(3.5)  # attempts at 0, 1 and 3 s
-    finally:
-        agent.stop()
-        broker.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "runtime.agent"]
+    lines = agent_log_lines(agent, broker, caplog, 3.5)  # attempts at 0, 1 and 3 s
     assert len(lines) == 1 and "before the broker accepted the connection" in lines[0], lines
