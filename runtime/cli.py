@@ -87,6 +87,12 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hz", type=float, help="decisions per second, 0 = flat out (default 50)")
     group.add_argument("--episodes", type=int, metavar="N", help="stop after N episodes")
     group.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    group.add_argument(
+        "--warm-up-us",
+        type=float,
+        metavar="US",
+        help="wake this early before each step: one throwaway decision, then spin (300; 0 = off)",
+    )
     group = parser.add_argument_group("output")
     group.add_argument(
         "--json", action="store_const", const=True, help="one JSON object per episode + summary"
@@ -265,6 +271,7 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
         hz=config.hz,
         episodes=config.episodes,
         duration=config.duration,
+        warm_up_us=config.warm_up_us,
         seed=config.seed,
         listeners=listeners,
         notifier=notifier,

@@ -27,9 +27,11 @@ from runtime.constants import (
     DEFAULT_PROBATION_EPISODES,
     DEFAULT_TELEMETRY_INTERVAL_S,
     DEFAULT_TOPIC_PREFIX,
+    DEFAULT_WARM_UP_US,
     DEVICE_ID_PATTERN,
     ENV_ID,
     ENV_PREFIX,
+    MAX_WARM_UP_US,
     TOPIC_PREFIX_PATTERN,
 )
 
@@ -85,6 +87,10 @@ class RuntimeConfig:
     hz: float = setting(50.0, "decisions per second; 0 runs as fast as possible", float)
     episodes: int | None = setting(None, "stop after this many episodes", parse_optional_int)
     duration: float | None = setting(None, "stop after this many seconds", parse_optional_float)
+    warm_up_us: float = setting(
+        DEFAULT_WARM_UP_US, "microseconds before each deadline spent on a throwaway decision"
+        " (warms the caches) and spinning; 0 sleeps until the deadline", float,
+    )  # fmt: skip
     backend: str = setting("numpy", f"forward-pass implementation: {', '.join(BACKENDS)}")
     public_key: str | None = setting(
         None, "Ed25519 public key (PEM or 32 raw bytes) the policy must be signed with",
@@ -175,6 +181,11 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             "duration",
             c.duration is None or (_is_number(c.duration) and 0 < c.duration <= MAX_DURATION_S),
             f"a number of seconds > 0 and <= {MAX_DURATION_S:g} (or unset: no limit)",
+        ),
+        (
+            "warm_up_us",
+            _is_number(c.warm_up_us) and 0 <= c.warm_up_us <= MAX_WARM_UP_US,
+            f"a number of microseconds in 0..{MAX_WARM_UP_US:g} (0: no warm-up)",
         ),
         ("backend", c.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
         ("public_key", _optional_str(c.public_key), "a file path"),

@@ -63,6 +63,8 @@ def test_frozen() -> None:
         ({"hz": 1e-300}, "hz = 1e-300 is not allowed: expected a number in 0..10000 (0: as"),
         ({"duration": 1e300}, "duration = 1e+300 is not allowed: expected a number of seconds"),
         ({"episodes": 0}, "episodes = 0 is not allowed: expected an integer >= 1"),
+        ({"warm_up_us": -1}, "warm_up_us = -1 is not allowed: expected a number of microseconds"),
+        ({"warm_up_us": 1e6}, "warm_up_us = 1000000.0 is not allowed"),
         ({"episodes": 2.5}, "episodes = 2.5 is not allowed"),
         ({"duration": 0}, "duration = 0 is not allowed: expected a number of seconds > 0"),
         ({"plant": "robot"}, "plant = 'robot' is not allowed: expected one of sim, stdio, gym"),
@@ -130,6 +132,7 @@ def test_cli_reads_all_three_sources(tmp_path: Path, policy_path: Path, capsys) 
         (["--hz", "-3"], {}, "hz = -3.0 is not allowed: expected a number in 0..10000 (0: as"),
         ([], {"REINFORCE_EDGE_HZ": "x"}, "hz = 'x' (from REINFORCE_EDGE_HZ) is not a valid number"),
         ([], {"REINFORCE_EDGE_PLANT": "x"}, "plant = 'x' is not allowed: expected one of sim"),
+        (["--warm-up-us", "-5"], {}, "warm_up_us = -5.0 is not allowed: expected a number of mic"),
     ],
 )
 def test_cli_bad_config_one_line_exit_2(policy_path, capsys, args, environ, message) -> None:

@@ -79,7 +79,9 @@ def test_overruns_are_counted_and_the_schedule_stays_on_its_grid() -> None:
     period = 10_000_000  # 100 Hz
     # step 5 takes 25 ms (misses two deadlines), step 9 takes 10.5 ms (misses one)
     plant = TimedPlant(clock, delays={5: 25_000_000, 9: 10_500_000}, advance=clock.work)
-    loop = ControlLoop(plant, slot(), hz=100, duration=0.2, seed=0, clock=clock, sleep=clock.sleep)
+    loop = ControlLoop(
+        plant, slot(), hz=100, duration=0.2, warm_up_us=0, seed=0, clock=clock, sleep=clock.sleep
+    )  # a fake clock moves only when slept on: no spinning
     summary = loop.run()
     assert summary.overruns == 2
     start = plant.times[0]
@@ -232,3 +234,45 @@ def test_an_episode_report_loads_no_numpy_ma() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     ).stdout
     assert out.strip() == "True"
+
+
+class CountingDecisions:
+    """Wraps a decision function and counts its calls."""
+
+    def __init__(self, probability) -> None:
+        self.probability, self.calls = probability, 0
+
+    def __call__(self, obs):
+        self.calls += 1
+        return self.probability(obs)
+
+
+class RecordingPlant(CartPoleSim):
+    """The sim, recording every action it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actions: list[int] = []
+
+    def step(self, action):
+        self.actions.append(action)
+        return super().step(action)
+
+
+@pytest.mark.parametrize("warm_up_us", [0, 2000])
+def test_warm_up_adds_one_throwaway_decision_per_wait_and_changes_no_action(warm_up_us) -> None:
+    active = slot().active
+    counting = CountingDecisions(active.probability)
+    plant = RecordingPlant()
+    the_slot = PolicySlot(ActivePolicy(active.policy, counting))
+    loop = ControlLoop(plant, the_slot, hz=200, duration=0.3, warm_up_us=warm_up_us, seed=0)
+    summary = loop.run()
+    waits = len(loop.stats.lateness_ns)
+    assert summary.decisions >= 30 and waits >= summary.decisions - 2
+    if warm_up_us == 0:
+        assert counting.calls == summary.decisions
+    else:  # a wait that overslept past its deadline skips the warm-up: allow a few
+        assert summary.decisions + waits - 5 <= counting.calls <= summary.decisions + waits
+    flat_out = RecordingPlant()  # the same seed without waits: the same greedy actions
+    ControlLoop(flat_out, slot(), hz=0, episodes=summary.episodes + 1, seed=0).run()
+    assert plant.actions == flat_out.actions[: len(plant.actions)]
