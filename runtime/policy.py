@@ -16,13 +16,12 @@ declared shape against the bytes present), dtypes and shapes, finite values, the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import functools
 import io
 import json
 import math
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,13 +90,14 @@ def action_probability(params: Params, obs: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Policy:
-    """A validated policy: float32 weights, meta, optional signature, sha256 of its file bytes."""
+    """A validated policy: float32 weights, meta, optional signature, its file bytes and their
+    sha256 (hex)."""
 
     params: Params = field(repr=False)
     meta: dict[str, Any]
     meta_json: str = field(repr=False)
     signature: bytes | None = field(repr=False)
-    sha256: str
+    data: bytes = field(repr=False)  # the policy.npz bytes it was parsed from
 
     @property
     def version(self) -> int:
@@ -106,6 +106,14 @@ class Policy:
     @property
     def hidden(self) -> int:
         return int(self.params[KEY_W1].shape[0])
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Computed on first use: a plain start never needs it, and hashlib loads OpenSSL
+        (about 5 ms of start-up with NumPy 2; README, Performance)."""
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def utc_now_iso() -> str:
@@ -187,6 +195,8 @@ def policy_bytes(params: Params, meta: dict[str, Any], signature: bytes | None =
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file beside `path`, fsync, rename over it, fsync the directory."""
+    import tempfile  # imported here: start-up time (README, Performance)
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -268,7 +278,7 @@ def parse_policy(
         meta=meta,
         meta_json=meta_json,
         signature=signature,
-        sha256=hashlib.sha256(data).hexdigest(),
+        data=bytes(data),
     )
 
 
