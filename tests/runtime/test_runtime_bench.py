@@ -21,17 +21,20 @@ def bench():
 def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
     rows, _ = bench.bench_latency(tmp_path, quick=True, with_ort=False)
     assert {(r["hidden"], r["candidate"]) for r in rows} == {
-        (h, c) for h in (64, 128, 200) for c in ("naive numpy", "fused numpy")
+        (h, c) for h in (64, 128, 200) for c in ("empty callable", "naive numpy", "fused numpy")
     }
     assert all(r["median_us"] > 0 and r["p99_us"] > 0 for r in rows)
+    floor = bench.numpy_floor_ns(number=100, repeat=2)
+    assert len(floor) == 3 and all(ns > 0 for ns in floor.values())
     path, _ = bench.make_policy(tmp_path, 128, False)
-    elapsed_ms, rss_mb = bench.cold_start(path, "numpy", device_like=True)
-    assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200
     site = bench.install_like_a_device(tmp_path)
     assert list((site / "runtime" / "__pycache__").glob("cli.*.pyc"))
     assert bench.device_environment()["PYTHONPATH"].startswith(str(site))
-    elapsed_ms, _ = bench.cold_start(path, "numpy", device_like=True)
-    assert 0 < elapsed_ms < 30_000
+    bench.install_console_script(tmp_path)
+    for install in bench.INSTALLS:
+        elapsed_ms, rss_mb, cpu_ms = bench.cold_start(path, "numpy", install)
+        assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200 and cpu_ms > 0, install
     bench.DEVICE_PACKAGES.clear()
+    bench.CONSOLE_SCRIPTS.clear()
     jitter = bench.bench_jitter(tmp_path, 0.2)
     assert jitter["steps"] >= 10 and jitter["late_max_ms"] >= jitter["late_p50_ms"]
