@@ -1,0 +1,66 @@
+"""A plain start (numpy backend, stdio plant, no broker, no key) loads only what it uses.
+
+Every module imported on the way to the first action is start-up time on a board (README,
+Performance): those that only some paths need are imported inside the functions of those paths.
+Measured against what `import numpy` loads by itself, which differs between NumPy 1.24 and 2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys
+import numpy  # what NumPy loads by itself is not the runtime's doing
+before = set(sys.modules)
+from runtime.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "loaded": sorted(set(sys.modules) - before)}, out)
+"""
+
+# needed only by: a policy's sha256 (updates), atomic_write (updates), TLS and MQTT (--broker),
+# signatures (--public-key), systemd (NOTIFY_SOCKET), the heavy optional backends and plants
+NOT_ON_A_PLAIN_START = (
+    "hashlib",
+    "tempfile",
+    "ssl",
+    "socket",
+    "runtime.mqtt",
+    "runtime.agent",
+    "runtime.updates",
+    "runtime.state",
+    "runtime.signing",
+    "paho",
+    "cryptography",
+    "gymnasium",
+    "onnx",
+    "onnxruntime",
+)
+
+
+def test_a_plain_start_loads_no_module_of_other_paths(policy_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "modules.json"
+    command = [sys.executable, "-c", PROBE, str(out), "--policy", str(policy_path)]
+    command += ["--plant", "stdio", "--hz", "0", "--log-level", "error"]
+    env = {"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"}  # no NOTIFY_SOCKET, no config
+    result = subprocess.run(
+        command, input=b"0.01 0.02 0.03 0.04\n", capture_output=True, env=env, cwd=ROOT, timeout=60
+    )
+    assert result.stdout == b"reset\n0\n" or result.stdout == b"reset\n1\n", result.stderr
+    report = json.loads(out.read_text())
+    assert report["code"] == 0
+    loaded = set(report["loaded"])
+    assert "runtime.loop" in loaded  # the probe saw the run
+    unexpected = {
+        name
+        for name in loaded
+        for other in NOT_ON_A_PLAIN_START
+        if name == other or name.startswith(other + ".")
+    }
+    assert not unexpected, f"a plain start imported {sorted(unexpected)}"
