@@ -153,7 +153,10 @@ class Agent:
         self.stats = stats
         self.inline = inline
         self._next_telemetry = time.monotonic() + config.telemetry_interval
-        self.health = HealthMonitor(config.probation_episodes, config.rollback_below)
+        # the loop's first episode begins under the policy running now: it is the baseline
+        self.health = HealthMonitor(
+            config.probation_episodes, config.rollback_below, slot.active.policy.version
+        )
         self.topics = topics(config.topic_prefix, config.device_id)
         self.rejected_updates = 0
         self.applied_updates = 0
@@ -380,9 +383,10 @@ class Agent:
             )
             self._reject(data, reason, topic, version=policy.version)
             return
-        self.health.start_probation(policy.version, current.version)  # before its 1st episode
+        # on probation before its first episode; `skipped` when there is nothing to judge by
+        probation = self.health.start_probation(policy.version, current.version)
         old = self.slot.swap(active)
-        self._set_last_update(policy.version, policy.sha256, "applied", None)
+        self._set_last_update(policy.version, policy.sha256, "applied", probation.skipped)
         self._publish_status()  # before the bookkeeping: the pusher is waiting for it
         self.applied_updates += 1
         self._refresh_will()

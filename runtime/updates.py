@@ -130,27 +130,58 @@ class RollbackDecision:
         )
 
 
+@dataclass(frozen=True)
+class Probation:
+    """How a freshly applied version will be judged; `threshold` None: it will not be."""
+
+    version: int
+    previous_version: int
+    threshold: float | None
+    baseline: float | None  # the previous version's recent mean, when it set the threshold
+
+    @property
+    def skipped(self) -> str | None:
+        """One line for the status and the log when there is no health check, else None."""
+        if self.threshold is not None:
+            return None
+        return (
+            f"health check skipped: no baseline (version {self.previous_version} finished no"
+            f" whole episode in this process before version {self.version} arrived); set"
+            " --rollback-below (rollback_below in the config file) to give every update a floor"
+        )
+
+
 class HealthMonitor:
     """Episode returns per policy version, and the probation of a freshly applied one.
 
     An episode counts for a version only when that version was active both when the
-    previous episode ended and when this one ended, so an episode that straddles a swap
-    counts for nobody. Called from the control loop (`record`) and the update worker
-    (`start_probation`, `cancel`); the lock is taken once per episode, never per decision.
+    episode began (the previous episode ended, or the loop started: `starting_version`) and
+    when it ended, so an episode that straddles a swap counts for nobody. Called from the
+    control loop (`record`) and the update worker (`start_probation`, `cancel`); the lock is
+    taken once per episode, never per decision.
     """
 
-    def __init__(self, probation_episodes: int, rollback_below: float | None) -> None:
+    def __init__(
+        self,
+        probation_episodes: int,
+        rollback_below: float | None,
+        starting_version: int | None = None,
+    ) -> None:
+        """`starting_version`: the policy the loop's first episode begins under (None:
+        unknown, and the first episode counts for nobody)."""
         if probation_episodes < 1:
             raise ValueError(f"probation episodes must be >= 1, got {probation_episodes}")
         self.probation_episodes = probation_episodes
         self.rollback_below = rollback_below
         self._lock = threading.Lock()
         self._recent: dict[int, deque[float]] = {}
-        self._last_version: int | None = None
-        self._probation: tuple[int, float | None, float | None] | None = None
+        self._last_version = starting_version  # active when the current episode began
+        self._probation: Probation | None = None
         self._trial: list[float] = []
 
-    def start_probation(self, version: int, previous_version: int) -> None:
+    def start_probation(self, version: int, previous_version: int) -> Probation:
+        """Judge `version` by its next clean episodes against `previous_version`'s recent mean
+        (or `rollback_below`); logs one warning when there is nothing to judge it by."""
         with self._lock:
             baseline_returns = self._recent.get(previous_version)
             baseline = sum(baseline_returns) / len(baseline_returns) if baseline_returns else None
@@ -160,12 +191,17 @@ class HealthMonitor:
             self._recent = {
                 previous_version: self._recent.get(previous_version, deque(maxlen=RECENT_RETURNS))
             }
-            self._probation = (
+            probation = Probation(
                 version,
+                previous_version,
                 threshold,
                 baseline if self.rollback_below is None else None,
             )
+            self._probation = probation if threshold is not None else None
             self._trial = []
+        if probation.skipped is not None:
+            logger.warning("version %d: %s", version, probation.skipped)
+        return probation
 
     def cancel(self) -> None:
         with self._lock:
@@ -181,17 +217,19 @@ class HealthMonitor:
                 return None
             recent = self._recent.setdefault(version, deque(maxlen=RECENT_RETURNS))
             recent.append(float(episode_return))
-            if self._probation is None or self._probation[0] != version:
+            if self._probation is None or self._probation.version != version:
                 return None
             self._trial.append(float(episode_return))
             if len(self._trial) < self.probation_episodes:
                 return None
-            _, threshold, baseline = self._probation
+            probation = self._probation
+            threshold = probation.threshold
+            assert threshold is not None  # only a judged version is on probation
             mean = sum(self._trial) / len(self._trial)
             self._probation, episodes, self._trial = None, len(self._trial), []
-            if threshold is None or mean >= threshold:
+            if mean >= threshold:
                 return None
-            return RollbackDecision(version, mean, episodes, threshold, baseline)
+            return RollbackDecision(version, mean, episodes, threshold, probation.baseline)
 
     def mean_return(self, version: int) -> float | None:
         with self._lock:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +29,7 @@ from runtime.state import StateStore, Stored
 
 # h = relu(W1 obs) with rows v and -v, logit = W2 . h = GAIN * (v . obs): a linear controller
 # that balances CartPole-v1 to 500; with W2 = (GAIN, GAIN) the logit is GAIN * |v . obs| >= 0,
-# so the pole gets pushed right every step and falls in about ten steps.
+# so the pole gets pushed right every step and falls in about ten steps (-GAIN: left).
 BALANCE_DIRECTION = (0.1, 0.5, 1.0, 1.0)
 GAIN = 50.0
 
@@ -47,8 +51,8 @@ def weights(kind: str = "balance", hidden: int = 8, obs_dim: int = 4) -> dict[st
     direction[:4] = BALANCE_DIRECTION[:obs_dim]
     rows = [direction if i % 2 == 0 else -direction for i in range(hidden)]
     w2 = [GAIN if i % 2 == 0 else -GAIN for i in range(hidden)]
-    if kind == "push_right":
-        w2 = [GAIN] * hidden
+    if kind in ("push_right", "push_left"):
+        w2 = [GAIN if kind == "push_right" else -GAIN] * hidden
     elif kind != "balance":
         raise ValueError(kind)
     return {"W1": np.array(rows, dtype=np.float32), "W2": np.array(w2, dtype=np.float32)}
@@ -129,6 +133,67 @@ class Device:
 
     def stop(self) -> None:
         self.agent.stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RuntimeProcess:
+    """`python -m runtime` on the sim plant with the agent (files in `workdir`), stopped by pid."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        pub: Path,
+        policy: Path,
+        *extra: str,
+        device_id: str = "pi-1",
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout = workdir / "runtime.out"
+        self.stderr = workdir / "runtime.err"
+        argv = [
+            sys.executable,
+            "-m",
+            "runtime",
+            "--policy",
+            str(policy),
+            "--plant",
+            "sim",
+            "--seed",
+            "1",
+            "--json",
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--device-id",
+            device_id,
+            "--topic-prefix",
+            PREFIX,
+            "--public-key",
+            str(pub),
+            "--state-dir",
+            str(workdir / "state"),
+            *extra,
+        ]
+        with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def episodes(self) -> list[dict]:
+        lines = self.stdout.read_text().splitlines()
+        return [json.loads(line) for line in lines if '"type": "episode"' in line]
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
 
 
 class Watcher:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,55 +15,15 @@ from runtime.mqtt import broker_settings
 from runtime.signing import load_public_key
 from runtime.state import StateStore
 from tests.conftest import start_broker
-from tests.ota_support import PREFIX, Watcher, bad_payloads, new_key, signed_policy, update_result
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class RuntimeProcess:
-    """`python -m runtime` on the sim plant with the agent, stopped by pid."""
-
-    def __init__(self, tmp_path: Path, port: int, pub: Path, policy: Path, *extra: str) -> None:
-        self.stdout = tmp_path / "runtime.out"
-        self.stderr = tmp_path / "runtime.err"
-        argv = [
-            sys.executable,
-            "-m",
-            "runtime",
-            "--policy",
-            str(policy),
-            "--plant",
-            "sim",
-            "--seed",
-            "1",
-            "--json",
-            "--broker",
-            f"mqtt://127.0.0.1:{port}",
-            "--device-id",
-            "pi-1",
-            "--topic-prefix",
-            PREFIX,
-            "--public-key",
-            str(pub),
-            "--state-dir",
-            str(tmp_path / "state"),
-            *extra,
-        ]
-        with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
-
-    def kill(self, signum: int = signal.SIGKILL) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signum)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def episodes(self) -> list[dict]:
-        lines = self.stdout.read_text().splitlines()
-        return [json.loads(line) for line in lines if '"type": "episode"' in line]
+from tests.ota_support import (
+    PREFIX,
+    RuntimeProcess,
+    Watcher,
+    bad_payloads,
+    new_key,
+    signed_policy,
+    update_result,
+)
 
 
 @pytest.fixture
