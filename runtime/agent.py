@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
 import queue
 import re
 import resource
+import secrets
 import sys
 import threading
 import time
@@ -63,7 +65,18 @@ logger = logging.getLogger(__name__)
 STATUS_QOS = 1
 POLICY_QOS = 1
 TELEMETRY_QOS = 0
+STATUS_WATCH_QOS = 0  # the agent reads its own status topic to notice a twin (below)
 REJECTION_LOG_BURST = 20  # rejection lines logged per minute before they are summarised
+# Two runtimes with one device id share the MQTT client id, so the broker closes the older
+# connection each time the other one connects: with paho's 1 s reconnect delay each holds it
+# for about a second. A connection the broker closes within SHORT_CONNECTION_S of accepting it
+# is short; this many short ones in a row are reported as a probable twin (the sure sign, a
+# status from another instance, needs read access to the own status topic).
+SHORT_CONNECTION_S = 10.0
+SHORT_CONNECTIONS_FOR_TWIN = 4
+# Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
+# trades the connection every few seconds instead of twice a second, sparing the broker.
+TWIN_RECONNECT_DELAY_S = 10
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,14 @@ class Agent:
         self.health = HealthMonitor(
             config.probation_episodes, config.rollback_below, slot.active.policy.version
         )
+        # random per start: a status carrying another instance was sent by another process
+        # that runs with this device id (a cloned SD card, a copied config file)
+        self.instance = secrets.token_hex(8)
+        self._own_status_seen = False  # our status came back: any other one is newer
+        self.duplicate_reported = False
+        self._connected_at = 0.0
+        self._short_connections = 0
+        self._status_watch_mid: int | None = None
         self.topics = topics(config.topic_prefix, config.device_id)
         self.rejected_updates = 0
         self.applied_updates = 0
@@ -240,8 +261,16 @@ class Agent:
         if not self.inline:
             lower_thread_priority()  # paho's network thread (idempotent)
         self.connected.set()
+        self._connected_at = time.monotonic()
         self._unreachable_logged = False
-        logger.info("connected to %s as %s", self.broker.url, self.config.device_id)
+        logger.log(
+            logging.DEBUG if self.duplicate_reported else logging.INFO,
+            "connected to %s as %s",
+            self.broker.url,
+            self.config.device_id,
+        )
+        # first, so the retained status arrives before our own "online" goes out
+        _, self._status_watch_mid = client.subscribe(self.topics["status"], STATUS_WATCH_QOS)
         client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -252,6 +281,8 @@ class Agent:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """Online only once subscribed: whoever sees "online" may publish to this device."""
         failed = [code for code in reason_codes if code.is_failure]
+        if mid == self._status_watch_mid:  # Mosquitto grants it even when its ACL denies
+            return  # reading: then nothing arrives, and only dropped connections tell a twin
         if failed:
             logger.error("broker refused the policy subscriptions: %s", failed)
         self._publish_status()
@@ -273,12 +304,59 @@ class Agent:
                     reason_code,
                 )
             return
-        logger.warning(
-            "disconnected from %s (%s); reconnecting with backoff", self.broker.url, reason_code
+        short = time.monotonic() - self._connected_at < SHORT_CONNECTION_S
+        self._short_connections = self._short_connections + 1 if short else 0
+        if self._short_connections >= SHORT_CONNECTIONS_FOR_TWIN:
+            self._report_twin(
+                f"probably: the broker closed each of its last {self._short_connections}"
+                f" connections within {SHORT_CONNECTION_S:g} s of accepting it"
+            )
+        logger.log(
+            logging.DEBUG if self.duplicate_reported and short else logging.WARNING,
+            "disconnected from %s (%s); reconnecting with backoff",
+            self.broker.url,
+            reason_code,
+        )
+
+    def _on_own_status(self, payload: bytes) -> None:
+        """Our status topic, as the broker has it: ours, or a twin's (same device id)."""
+        try:
+            body = json.loads(payload)
+        except ValueError:  # cleared (empty) or not ours to judge
+            return
+        instance = body.get("instance") if isinstance(body, dict) else None
+        if not isinstance(instance, str):  # cleared, or a runtime too old to say
+            return
+        if instance == self.instance:
+            self._own_status_seen = True
+        elif self._own_status_seen:  # published after ours: not a previous run of this device
+            self._report_twin(
+                f"a status of runtime instance {instance} ({body.get('state')}) replaced"
+                f" this one's ({self.instance})"
+            )
+
+    def _report_twin(self, evidence: str) -> None:
+        """One ERROR line per process; the control loop and the agent carry on."""
+        if self.duplicate_reported:
+            return
+        self.duplicate_reported = True
+        self.client.reconnect_delay_set(
+            min_delay=TWIN_RECONNECT_DELAY_S, max_delay=max(TWIN_RECONNECT_DELAY_S, 30)
+        )
+        logger.error(
+            "another runtime is connected with device id %r (%s); the broker allows one"
+            " connection per id, so the two keep disconnecting each other, miss updates and"
+            " overwrite each other's status: give each device its own --device-id (this"
+            " controller keeps running)",
+            self.config.device_id,
+            evidence,
         )
 
     def _on_message(self, client, userdata, message) -> None:
         data = message.payload
+        if message.topic == self.topics["status"]:
+            self._on_own_status(data)
+            return
         if not data and message.topic == self.topics["fleet"]:
             # How MQTT clears a retained message (deploy/README.md, rolling back by hand):
             # the operator removed the fleet policy, nobody sent this device a bad one.
@@ -474,6 +552,7 @@ class Agent:
         return {
             "state": state,
             "device_id": self.config.device_id,
+            "instance": self.instance,
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
             "last_update": self.last_update,

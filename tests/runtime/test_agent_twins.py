@@ -1,0 +1,142 @@
+"""Two runtimes with one --device-id are reported (one ERROR line), and keep controlling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from tests.conftest import free_port, start_broker
+from tests.ota_support import PREFIX, Device, RuntimeProcess, Watcher, new_key, signed_policy
+
+TWIN_LINE = "another runtime is connected with device id"
+
+
+def twin_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "runtime.agent" and TWIN_LINE in r.getMessage()]
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_two_agents_with_one_device_id_are_reported_once(tmp_path, broker, caplog):
+    caplog.set_level(logging.INFO, logger="runtime.agent")
+    key, pub = new_key(tmp_path)
+    first = Device(tmp_path / "a", broker.port, key, pub)
+    second = Device(tmp_path / "b", broker.port, key, pub)
+    try:
+        assert first.agent.instance != second.agent.instance
+        agents = (first.agent, second.agent)
+        assert wait_until(lambda: all(a.duplicate_reported for a in agents), 8)
+        time.sleep(2.5)  # the two keep taking the connection from each other
+    finally:
+        second.stop()
+        first.stop()
+    lines = twin_lines(caplog)
+    assert len(lines) == 2 and all(r.levelno == logging.ERROR for r in lines)  # one each
+    message = lines[0].getMessage()
+    assert "'dev-1'" in message and "give each device its own --device-id" in message
+    assert "\n" not in message
+    # once reported, the fight's reconnects are not a warning line every second each
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(noisy) <= 2 + 2 * 4, [r.getMessage() for r in noisy]
+
+
+def test_a_restart_or_a_power_cut_is_not_a_twin(tmp_path, broker, caplog):
+    caplog.set_level(logging.INFO, logger="runtime.agent")
+    key, pub = new_key(tmp_path)
+    watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    before = Device(tmp_path, broker.port, key, pub)
+    before.stop()  # a clean restart: "offline" of the old instance is retained
+    after = Device(tmp_path, broker.port, key, pub)
+    # a power cut: the network thread dies, the broker still holds the connection open
+    after.agent.client.loop_stop()
+    rebooted = Device(tmp_path, broker.port, key, pub)  # takes the connection over
+    try:
+        online = watcher.wait_for(
+            lambda t, b: b.get("state") == "online" and b["instance"] == rebooted.agent.instance
+        )
+        assert online["device_id"] == "dev-1"
+        update = signed_policy(6, key)  # a round trip on the device's topics, then look
+        watcher.publish(f"{PREFIX}/devices/dev-1/policy", update)
+        assert wait_until(lambda: rebooted.slot.active.policy.version == 6, 5)
+        time.sleep(1.5)
+    finally:
+        rebooted.stop()
+        after.agent.client.disconnect()
+        watcher.close()
+    assert not rebooted.agent.duplicate_reported and not twin_lines(caplog)
+
+
+def test_without_read_access_to_its_status_the_dropped_connections_tell(tmp_path, caplog):
+    """The deployed ACL lets a device write its status, not read it: the fallback signal."""
+    caplog.set_level(logging.INFO, logger="runtime.agent")
+    acl = tmp_path / "acl"
+    acl.write_text(
+        f"topic write {PREFIX}/devices/+/status\n"
+        f"topic write {PREFIX}/devices/+/telemetry\n"
+        f"topic read {PREFIX}/devices/+/policy\n"
+        f"topic read {PREFIX}/fleet/policy\n"
+    )
+    port = free_port()
+    root = "user root\n" if os.geteuid() == 0 else ""  # else mosquitto cannot read tmp_path
+    broker = start_broker(
+        tmp_path / "broker",
+        f"{root}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"acl_file {acl}\n",
+        port=port,
+    )
+    key, pub = new_key(tmp_path)
+    try:
+        first = Device(tmp_path / "a", port, key, pub)
+        second = Device(tmp_path / "b", port, key, pub)
+        try:
+            agents = (first.agent, second.agent)
+            assert wait_until(lambda: any(a.duplicate_reported for a in agents), 15)
+        finally:
+            second.stop()
+            first.stop()
+    finally:
+        broker.stop()
+    messages = [r.getMessage() for r in twin_lines(caplog)]
+    assert messages and "probably" in messages[0] and "--device-id" in messages[0]
+
+
+def test_two_runtime_processes_with_one_id_log_it_and_keep_balancing(tmp_path, broker):
+    key, pub = new_key(tmp_path)
+    policy = tmp_path / "policy.npz"
+    policy.write_bytes(signed_policy(5, key))
+    watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    first = RuntimeProcess(tmp_path / "a", broker.port, pub, policy, "--hz", "200")
+    try:
+        watcher.wait_for(lambda t, b: b.get("state") == "online", timeout=15)
+        second = RuntimeProcess(tmp_path / "b", broker.port, pub, policy, "--hz", "200")
+        try:
+            processes = (first, second)
+            started = time.monotonic()
+            assert wait_until(lambda: any(TWIN_LINE in p.log() for p in processes), 15), [
+                p.log()[-1500:] for p in processes
+            ]
+            detected_after = time.monotonic() - started
+            counts = [len(p.episodes()) for p in processes]
+            time.sleep(3)  # 200 Hz, 500 steps: an episode every 2.5 s
+            assert all(len(p.episodes()) > n for p, n in zip(processes, counts, strict=True))
+        finally:
+            second.kill(signal.SIGTERM)
+    finally:
+        first.kill(signal.SIGTERM)
+        watcher.close()
+    for process in (first, second):
+        assert process.process.returncode == 0, process.log()[-2000:]
+        assert all(e["return"] == 500 for e in process.episodes())
+    log = next(p.log() for p in (first, second) if TWIN_LINE in p.log())
+    [line] = [line for line in log.splitlines() if TWIN_LINE in line]
+    assert "ERROR" in line and "'pi-1'" in line and "its own --device-id" in line
+    assert detected_after < 10
