@@ -13,6 +13,12 @@ Three threads, none of them the control loop's:
 
 Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
 shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one).
+
+The MQTT client id is derived from the device id, so the broker holds one connection per device:
+a rebooted device takes over its dead run's connection at once. Two runtimes given the same
+device id therefore keep disconnecting each other; the agent notices (a status carrying another
+run's random `instance` on its own status topic, or the broker closing its connections right
+after accepting them) and says so in one ERROR line, and the control loop carries on.
 """
 
 from __future__ import annotations

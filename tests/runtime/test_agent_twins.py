@@ -35,7 +35,7 @@ def test_two_agents_with_one_device_id_are_reported_once(tmp_path, broker, caplo
         assert first.agent.instance != second.agent.instance
         agents = (first.agent, second.agent)
         assert wait_until(lambda: all(a.duplicate_reported for a in agents), 8)
-        time.sleep(2.5)  # the two keep taking the connection from each other
+        time.sleep(1.5)  # the two keep taking the connection from each other
     finally:
         second.stop()
         first.stop()
@@ -70,13 +70,19 @@ def test_a_restart_or_a_power_cut_is_not_a_twin(tmp_path, broker, caplog):
         time.sleep(1.5)
     finally:
         rebooted.stop()
-        after.agent.client.disconnect()
+        after.agent.connected.clear()  # its connection is gone: no goodbye to send
+        after.stop()
         watcher.close()
     assert not rebooted.agent.duplicate_reported and not twin_lines(caplog)
 
 
-def test_without_read_access_to_its_status_the_dropped_connections_tell(tmp_path, caplog):
+def test_without_read_access_to_its_status_the_dropped_connections_tell(
+    tmp_path, caplog, monkeypatch
+):
     """The deployed ACL lets a device write its status, not read it: the fallback signal."""
+    import runtime.agent
+
+    monkeypatch.setattr(runtime.agent, "SHORT_CONNECTIONS_FOR_TWIN", 2)  # 4 take 4-6 s more
     caplog.set_level(logging.INFO, logger="runtime.agent")
     acl = tmp_path / "acl"
     acl.write_text(
@@ -107,6 +113,7 @@ def test_without_read_access_to_its_status_the_dropped_connections_tell(tmp_path
         broker.stop()
     messages = [r.getMessage() for r in twin_lines(caplog)]
     assert messages and "probably" in messages[0] and "--device-id" in messages[0]
+    assert "last 2 connections within 10 s" in messages[0]
 
 
 def test_two_runtime_processes_with_one_id_log_it_and_keep_balancing(tmp_path, broker):
@@ -114,10 +121,10 @@ def test_two_runtime_processes_with_one_id_log_it_and_keep_balancing(tmp_path, b
     policy = tmp_path / "policy.npz"
     policy.write_bytes(signed_policy(5, key))
     watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
-    first = RuntimeProcess(tmp_path / "a", broker.port, pub, policy, "--hz", "200")
+    first = RuntimeProcess(tmp_path / "a", broker.port, pub, policy, "--hz", "1000")
     try:
         watcher.wait_for(lambda t, b: b.get("state") == "online", timeout=15)
-        second = RuntimeProcess(tmp_path / "b", broker.port, pub, policy, "--hz", "200")
+        second = RuntimeProcess(tmp_path / "b", broker.port, pub, policy, "--hz", "1000")
         try:
             processes = (first, second)
             started = time.monotonic()
@@ -126,7 +133,7 @@ def test_two_runtime_processes_with_one_id_log_it_and_keep_balancing(tmp_path, b
             ]
             detected_after = time.monotonic() - started
             counts = [len(p.episodes()) for p in processes]
-            time.sleep(3)  # 200 Hz, 500 steps: an episode every 2.5 s
+            time.sleep(1.5)  # 1000 Hz, 500 steps: an episode every 0.5 s
             assert all(len(p.episodes()) > n for p, n in zip(processes, counts, strict=True))
         finally:
             second.kill(signal.SIGTERM)
