@@ -15,6 +15,7 @@ declared shape against the bytes present), dtypes and shapes, finite values, the
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import functools
 import io
@@ -22,7 +23,6 @@ import json
 import math
 import os
 import struct
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,15 @@ from runtime.constants import (
 
 Params = dict[str, np.ndarray]
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # earliest zip timestamp: keeps the bytes reproducible
+# The zip records a policy.npz is read through (PKWARE APPNOTE.TXT, sections 4.3.7, 4.3.12,
+# 4.3.16), little-endian, each followed by its variable-length fields
+ZIP_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... name length, extra length
+ZIP_CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")  # ... name, extra, comment lengths ... offset
+ZIP_END_RECORD = struct.Struct("<4s4H2LH")  # ... entries, directory size and offset, comment
+ZIP_MAX_COMMENT = 0xFFFF
+ZIP_MAX_ENTRIES = 16  # a policy.npz has 3 or 4
+ZIP_ENCRYPTED, ZIP_UTF8_NAMES = 0x1, 0x800  # general purpose flag bits
+ZIP_STORED = 0  # compression method: none
 
 
 class PolicyError(ValueError):
@@ -88,7 +97,9 @@ def action_probability(params: Params, obs: np.ndarray) -> np.ndarray:
 # --- the file ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+# eq=False: compared by identity (`==` on the weight arrays has no single truth value), and
+# two generated methods fewer to compile at start-up (README, Performance)
+@dataclass(frozen=True, eq=False)
 class Policy:
     """A validated policy: float32 weights, meta, optional signature, its file bytes and their
     sha256 (hex)."""
@@ -184,6 +195,8 @@ def policy_bytes(params: Params, meta: dict[str, Any], signature: bytes | None =
     }
     if signature is not None:
         entries[KEY_SIGNATURE] = np.frombuffer(signature, dtype=np.uint8)
+    import zipfile  # imported here: reading needs no zipfile (start-up time, README, Performance)
+
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for key, array in entries.items():
@@ -263,6 +276,7 @@ def parse_policy(
     obs_dim: int = OBS_DIM,
 ) -> Policy:
     """Validate the bytes of a policy.npz, cheapest check first, and return the Policy."""
+    data = bytes(data)  # no copy when it is bytes already
     if len(data) == 0:
         raise PolicyError("empty policy (0 bytes)")
     if len(data) > max_bytes:
@@ -278,24 +292,16 @@ def parse_policy(
         meta=meta,
         meta_json=meta_json,
         signature=signature,
-        data=bytes(data),
+        data=data,
     )
 
 
 def _read_archive(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = archive.infolist()
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        ValueError,
-        OSError,
-        EOFError,
-        NotImplementedError,  # a corrupt header can claim an unsupported zip version
-    ):
+        entries, directory_offset = _zip_directory(data)
+    except ValueError:
         raise PolicyError("not a policy.npz: not a readable zip archive") from None
-    names = [info.filename for info in infos]
+    names = [entry[0] for entry in entries]
     if len(set(names)) != len(names):
         raise PolicyError(f"duplicate entries in archive: {sorted(names)}")
     keys = {name.removesuffix(".npy") for name in names}
@@ -306,26 +312,82 @@ def _read_archive(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
             f"archive entries {sorted(keys)}, expected {sorted(REQUIRED_KEYS)}"
             f" and optionally {KEY_SIGNATURE!r}"
         )
-    if any(info.compress_type != zipfile.ZIP_STORED for info in infos):
+    if any(method != ZIP_STORED for _, _, method, *_ in entries):
         raise PolicyError("archive entries must be stored uncompressed")
-    declared = sum(info.file_size for info in infos)
+    declared = sum(size for *_, size, _, _ in entries)
     if declared > max_bytes or declared > len(data):
         raise PolicyError(f"archive declares {declared} bytes of entries, more than it holds")
     arrays = {}
-    for info in infos:
+    for entry in entries:
+        name = entry[0]
         try:
-            raw = archive.read(info)
-        except (
-            zipfile.BadZipFile,
-            ValueError,
-            OSError,
-            EOFError,
-            RuntimeError,  # a corrupt flag byte can mark an entry encrypted
-            NotImplementedError,  # ... or claim an unsupported zip version or feature
-        ) as error:
-            raise PolicyError(f"entry {info.filename} is corrupt: {error}") from None
-        arrays[info.filename.removesuffix(".npy")] = _read_npy(info.filename, raw)
+            raw = _zip_entry(data, entry, directory_offset)
+        except ValueError as error:
+            raise PolicyError(f"entry {name} is corrupt: {error}") from None
+        arrays[name.removesuffix(".npy")] = _read_npy(name, raw)
     return arrays
+
+
+def _zip_directory(data: bytes) -> tuple[list[tuple], int]:
+    """The entries of a zip archive's central directory, each (name, flags, compression
+    method, CRC-32, size, stored size, local header offset), and the directory's offset.
+
+    Read with `struct` rather than `zipfile`, whose import (shutil, bz2, lzma and more behind
+    it) is start-up time on a board (README, Performance). Only what a policy.npz needs:
+    one disk, no zip64; anything else or out of bounds is a ValueError.
+    """
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - ZIP_END_RECORD.size - ZIP_MAX_COMMENT))
+    if end < 0 or end + ZIP_END_RECORD.size > len(data):
+        raise ValueError("no end of central directory record")
+    _, disk, first_disk, on_disk, count, size, offset, _ = ZIP_END_RECORD.unpack_from(data, end)
+    if disk != 0 or first_disk != 0 or on_disk != count:
+        raise ValueError("a multi-disk archive")
+    if count > ZIP_MAX_ENTRIES or offset + size > end:
+        raise ValueError("central directory out of bounds")
+    entries, position, directory_end = [], offset, offset + size
+    for _ in range(count):
+        if position + ZIP_CENTRAL_HEADER.size > directory_end:
+            raise ValueError("central directory out of bounds")
+        fields = ZIP_CENTRAL_HEADER.unpack_from(data, position)
+        (signature, _, _, flags, method, _, _, crc, stored_size, file_size, name_length,
+         extra_length, comment_length, _, _, _, local_offset) = fields  # fmt: skip
+        if signature != b"PK\x01\x02":
+            raise ValueError("bad central directory signature")
+        name_start = position + ZIP_CENTRAL_HEADER.size
+        raw_name = data[name_start : name_start + name_length]
+        name = raw_name.decode("utf-8" if flags & ZIP_UTF8_NAMES else "ascii", "replace")
+        entry = (name, flags, method, crc, file_size, stored_size, local_offset)
+        entries.append(entry)
+        position = name_start + name_length + extra_length + comment_length
+        if position > directory_end:
+            raise ValueError("central directory out of bounds")
+    return entries, offset
+
+
+def _zip_entry(data: bytes, entry: tuple, limit: int) -> bytes:
+    """The bytes of one stored entry, checked against its local header and CRC-32; entries lie
+    before the central directory (`limit`). The messages are zipfile's."""
+    name, flags, _, crc, file_size, stored_size, offset = entry
+    if flags & ZIP_ENCRYPTED:
+        raise ValueError(f"File {name!r} is encrypted")
+    if stored_size != file_size:
+        raise ValueError(f"stored size {stored_size} differs from its size {file_size}")
+    if offset + ZIP_LOCAL_HEADER.size > limit:
+        raise ValueError("local header out of bounds")
+    header = ZIP_LOCAL_HEADER.unpack_from(data, offset)
+    if header[0] != b"PK\x03\x04":
+        raise ValueError("Bad magic number for file header")
+    name_start = offset + ZIP_LOCAL_HEADER.size
+    name_length, extra_length = header[9], header[10]
+    if data[name_start : name_start + name_length] != name.encode("utf-8"):
+        raise ValueError(f"File name in directory {name!r} and header differ")
+    start = name_start + name_length + extra_length
+    if start + file_size > limit:
+        raise ValueError("data out of bounds")
+    raw = data[start : start + file_size]
+    if binascii.crc32(raw) != crc:
+        raise ValueError(f"Bad CRC-32 for file {name!r}")
+    return raw
 
 
 def _read_npy(name: str, raw: bytes) -> np.ndarray:

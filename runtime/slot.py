@@ -16,7 +16,7 @@ import numpy as np
 from runtime.policy import Policy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity, as the loop's swaps are
 class ActivePolicy:
     """A policy and its ready-to-call decision function (p(action 1) for one observation)."""
 

@@ -24,11 +24,13 @@ with open(sys.argv[1], "w") as out:
     json.dump({"code": code, "loaded": sorted(set(sys.modules) - before)}, out)
 """
 
-# needed only by: a policy's sha256 (updates), atomic_write (updates), TLS and MQTT (--broker),
-# signatures (--public-key), systemd (NOTIFY_SOCKET), the heavy optional backends and plants
+# needed only by: a policy's sha256 (updates), atomic_write (updates), writing a policy.npz
+# (reading one needs no zipfile), TLS and MQTT (--broker), signatures (--public-key), systemd
+# (NOTIFY_SOCKET), the heavy optional backends and plants
 NOT_ON_A_PLAIN_START = (
     "hashlib",
     "tempfile",
+    "zipfile",
     "ssl",
     "socket",
     "runtime.mqtt",
