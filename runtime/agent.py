@@ -76,12 +76,13 @@ REJECTION_LOG_BURST = 20  # rejection lines logged per minute before they are su
 # Two runtimes with one device id share the MQTT client id, so the broker closes the older
 # connection each time the other one connects: with paho's 1 s reconnect delay each holds it
 # for about a second. A connection the broker closes within SHORT_CONNECTION_S of accepting it
-# is short; this many short ones in a row are reported as a probable twin (the sure sign, a
-# status from another instance, needs read access to the own status topic).
+# is short; this many short ones in a row, each reconnect accepted at the first attempt (a
+# restarting broker refuses some), are reported as a probable twin (the sure sign, a status
+# from another instance, needs read access to the own status topic).
 SHORT_CONNECTION_S = 10.0
 SHORT_CONNECTIONS_FOR_TWIN = 4
 # Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
-# trades the connection every few seconds instead of twice a second, sparing the broker.
+# trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
 
 
@@ -255,6 +256,7 @@ class Agent:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._short_connections = 0  # a twin's reconnects always succeed at once
             if self._refusal_logged != str(reason_code):  # once, not once per retry
                 self._refusal_logged = str(reason_code)
                 logger.warning(
@@ -280,6 +282,7 @@ class Agent:
         client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
 
     def _on_connect_fail(self, client, userdata) -> None:
+        self._short_connections = 0  # a restarting broker, not a twin taking the connection
         if not self._unreachable_logged:  # once per outage, not once per retry
             self._unreachable_logged = True
             logger.warning("cannot reach broker %s; retrying with backoff", self.broker.url)
@@ -301,6 +304,7 @@ class Agent:
         if self._stopping.is_set():
             return
         if not was_connected:  # closed before the broker accepted us: once per outage
+            self._short_connections = 0
             if self._refusal_logged is None and not self._unreachable_logged:
                 self._unreachable_logged = True
                 logger.warning(
@@ -326,6 +330,8 @@ class Agent:
 
     def _on_own_status(self, payload: bytes) -> None:
         """Our status topic, as the broker has it: ours, or a twin's (same device id)."""
+        if len(payload) > 64 * 1024:  # a status is a few hundred bytes
+            return
         try:
             body = json.loads(payload)
         except ValueError:  # cleared (empty) or not ours to judge

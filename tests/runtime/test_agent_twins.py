@@ -147,3 +147,95 @@ def test_two_runtime_processes_with_one_id_log_it_and_keep_balancing(tmp_path, b
     [line] = [line for line in log.splitlines() if TWIN_LINE in line]
     assert "ERROR" in line and "'pi-1'" in line and "its own --device-id" in line
     assert detected_after < 10
+
+
+class FakeClient:
+    """Stands in for paho in the callbacks: records what the agent asks of it."""
+
+    def __init__(self) -> None:
+        self.delays: list[tuple[int, int]] = []
+
+    def subscribe(self, *args, **kwargs):
+        return 0, 1
+
+    def publish(self, *args, **kwargs):
+        return None
+
+    def will_set(self, *args, **kwargs):
+        return None
+
+    def reconnect_delay_set(self, min_delay: int, max_delay: int) -> None:
+        self.delays.append((min_delay, max_delay))
+
+
+def flapping_agent(tmp_path):
+    from types import SimpleNamespace
+
+    from runtime.agent import Agent, AgentConfig
+    from runtime.mqtt import broker_settings
+    from runtime.policy import parse_policy
+    from runtime.slot import PolicySlot
+    from runtime.state import StateStore
+    from tests.ota_support import activate
+
+    key, pub = new_key(tmp_path)
+    policy = parse_policy(signed_policy(5, key))
+    agent = Agent(
+        AgentConfig(device_id="dev-9", topic_prefix=PREFIX),
+        broker_settings("mqtt://127.0.0.1:1"),
+        PolicySlot(activate(policy)),
+        activate,
+        StateStore(tmp_path / "state"),
+        public_key=object(),
+    )
+    agent.client = FakeClient()
+    accepted = SimpleNamespace(is_failure=False)
+
+    def connect() -> None:
+        agent._on_connect(agent.client, None, None, accepted, None)
+
+    def drop() -> None:
+        agent._on_disconnect(agent.client, None, None, "Unspecified error", None)
+
+    return agent, connect, drop
+
+
+def test_four_quick_drops_in_a_row_are_a_probable_twin_but_not_with_failed_reconnects(
+    tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="runtime.agent")
+    agent, connect, drop = flapping_agent(tmp_path)
+    for _ in range(10):  # a crash-looping broker: each reconnect is refused at least once
+        connect()
+        drop()
+        agent._on_connect_fail(agent.client, None)
+    assert not agent.duplicate_reported and not twin_lines(caplog)
+    for _ in range(3):
+        connect()
+        drop()
+    assert not agent.duplicate_reported
+    connect()
+    drop()
+    assert agent.duplicate_reported and agent.client.delays == [(10, 30)]
+    [line] = twin_lines(caplog)
+    assert "probably" in line.getMessage() and "last 4 connections" in line.getMessage()
+    for _ in range(5):  # reported once; later drops are debug lines
+        connect()
+        drop()
+    assert len(twin_lines(caplog)) == 1
+    after = caplog.records[caplog.records.index(line) + 1 :]
+    assert not [r.getMessage() for r in after if r.levelno >= logging.INFO]
+
+
+def test_a_long_connection_resets_the_count(tmp_path, monkeypatch):
+    agent, connect, drop = flapping_agent(tmp_path)
+    for _ in range(3):
+        connect()
+        drop()
+    connect()
+    agent._connected_at -= 60  # it held the connection for a minute
+    drop()
+    for _ in range(3):
+        connect()
+        drop()
+    assert not agent.duplicate_reported
