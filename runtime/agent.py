@@ -334,7 +334,7 @@ class Agent:
             return
         try:
             body = json.loads(payload)
-        except ValueError:  # cleared (empty) or not ours to judge
+        except (ValueError, RecursionError):  # cleared (empty), or not a status at all
             return
         instance = body.get("instance") if isinstance(body, dict) else None
         if not isinstance(instance, str):  # cleared, or a runtime too old to say

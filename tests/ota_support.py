@@ -220,7 +220,7 @@ class Watcher:
     def _on_message(self, client, userdata, message) -> None:
         try:
             body = json.loads(message.payload) if message.payload else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested junk
             body = {"raw": message.payload}
         with self._lock:
             self.latest[message.topic] = body

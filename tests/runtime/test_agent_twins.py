@@ -239,3 +239,23 @@ def test_a_long_connection_resets_the_count(tmp_path, monkeypatch):
         connect()
         drop()
     assert not agent.duplicate_reported
+
+
+def test_junk_on_the_own_status_topic_is_ignored(tmp_path, broker, caplog):
+    caplog.set_level(logging.INFO, logger="runtime.agent")
+    key, pub = new_key(tmp_path)
+    watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    device = Device(tmp_path, broker.port, key, pub)
+    try:
+        status = f"{PREFIX}/devices/dev-1/status"
+        junk = [b"", b"not json", b"\xff\xfe", b"[" * 60_000, b"[1, 2]", b'{"state": "online"}']
+        junk += [b'{"instance": 7}', b"{" + b" " * 70_000 + b"}"]
+        for payload in junk:
+            watcher.publish(status, payload)
+        update = signed_policy(6, key)  # the network thread is alive: an update goes through
+        watcher.publish(f"{PREFIX}/devices/dev-1/policy", update)
+        assert wait_until(lambda: device.slot.active.policy.version == 6, 5)
+    finally:
+        device.stop()
+        watcher.close()
+    assert not device.agent.duplicate_reported and not twin_lines(caplog)
