@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runtime.constants import KEY_W1, KEY_W2, ONNX_FILE
 from runtime.policy import Params, Policy, action_probability
 from runtime.slot import ActivePolicy
+
+if TYPE_CHECKING:  # pathlib is imported where a path is used: start-up time (README, Performance)
+    from pathlib import Path
 
 F32 = np.float32
 ONNX_CHECK_TOLERANCE = 1e-4  # float32 kernels may differ in the last bits, never by more
@@ -86,6 +89,8 @@ class OnnxDecision:
             raise BackendError(
                 "the onnxruntime backend needs onnxruntime: pip install onnxruntime"
             ) from None
+        from pathlib import Path
+
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise BackendError(f"{onnx_path}: no such file (the onnxruntime backend needs it)")
@@ -131,6 +136,8 @@ class OnnxDecision:
 
 def onnx_path_for(policy_path: str | Path) -> Path:
     """`NAME.onnx` beside `NAME.npz` if present, else `policy.onnx` in the same directory."""
+    from pathlib import Path
+
     policy_path = Path(policy_path)
     same_stem = policy_path.with_suffix(".onnx")
     return same_stem if same_stem.is_file() else policy_path.parent / ONNX_FILE

@@ -24,7 +24,6 @@ import math
 import os
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,6 +208,7 @@ def policy_bytes(params: Params, meta: dict[str, Any], signature: bytes | None =
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file beside `path`, fsync, rename over it, fsync the directory."""
     import tempfile  # imported here: start-up time (README, Performance)
+    from pathlib import Path
 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -249,12 +249,13 @@ def load_policy(
     obs_dim: int = OBS_DIM,
 ) -> Policy:
     """Read and validate a policy.npz; every problem is a PolicyError naming the file."""
-    path = Path(path)
+    path = os.fspath(path)  # not pathlib: it is start-up time on NumPy 2 (README, Performance)
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
         if size > max_bytes:
             raise PolicyError(f"{size} bytes, more than the limit of {max_bytes}")
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except PolicyError as error:
         raise PolicyError(f"{path}: {error}") from None
     except FileNotFoundError:
