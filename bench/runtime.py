@@ -4,9 +4,9 @@
     .venv/bin/python bench/runtime.py --quick    # a smoke run (a few seconds)
 
 1. Cold start (first, while this process runs no thread of its own): from spawning the runtime
-   with `--plant stdio` to reading its first action (median of N runs), with its peak RSS
-   (VmHWM, the kernel's ru_maxrss of that process) and its CPU time (user + system, to exit),
-   for the numpy and the onnxruntime backends. Measured as installed on a device (a copy of
+   with `--plant stdio` to reading its first action (median and quartiles of N runs), with its
+   peak RSS (VmHWM, the kernel's ru_maxrss of that process), for the numpy and the onnxruntime
+   backends. Measured as installed on a device (a copy of
    the package with its bytecode compiled, as pip leaves it: `python -S -m runtime` with it on
    PYTHONPATH, and the `reinforce-runtime` console script systemd runs, in a virtualenv with
    `site` on), and as installed here (an editable install adds a path hook to every start).
@@ -179,22 +179,8 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def wait_cpu_ms(child: subprocess.Popen, timeout: float = 30.0) -> float:
-    """Reap `child`; the CPU time (user + system) it used, in ms."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            return (usage.ru_utime + usage.ru_stime) * 1000
-        if time.monotonic() > deadline:
-            raise subprocess.TimeoutExpired(child.args, timeout)
-        time.sleep(0.001)
-
-
-def cold_start(policy: Path, backend: str, install: str = "device") -> tuple[float, float, float]:
-    """(ms from spawn to the first action line, peak RSS MB of the runtime at that point,
-    CPU ms of the whole run to its exit)."""
+def cold_start(policy: Path, backend: str, install: str = "device") -> tuple[float, float]:
+    """(ms from spawn to the first action line, peak RSS MB of the runtime at that point)."""
     command, env = start_command(install)
     command += ["--policy", str(policy), "--plant", "stdio", "--backend", backend]
     command += ["--hz", "0", "--log-level", "error"]
@@ -219,24 +205,21 @@ def cold_start(policy: Path, backend: str, install: str = "device") -> tuple[flo
                 raise RuntimeError(f"the runtime ended before its first action: {command}")
         rss = peak_rss_mb(child.pid)  # the runtime now waits for its next observation
         child.stdin.close()  # end of input: the runtime stops
-        cpu_ms = wait_cpu_ms(child)
+        child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         child.stdout.close()
-    return elapsed_ms, rss, cpu_ms
+    return elapsed_ms, rss
 
 
-def baseline(code: str) -> tuple[float, float, float]:
-    """(ms from spawn to exit, nan, CPU ms) of `python -S -c code`: the floor under a start."""
+def baseline(code: str) -> tuple[float, float]:
+    """(ms from spawn to exit, nan) of `python -S -c code`: the floor under any cold start."""
     env = {**device_environment(), "OPENBLAS_NUM_THREADS": "1"}  # as the runtime sets it
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-S", "-c", code], env=env)
-    cpu_ms = wait_cpu_ms(child)
-    if child.returncode != 0:
-        raise RuntimeError(f"python -S -c {code!r} failed")
-    return (time.perf_counter() - start) * 1000, math.nan, cpu_ms
+    subprocess.run([sys.executable, "-S", "-c", code], env=env, check=True)
+    return (time.perf_counter() - start) * 1000, math.nan
 
 
 def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
@@ -256,7 +239,7 @@ def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
             )
     for _, _, measure in variants:  # warm the page cache
         measure()
-    samples: list[list[tuple[float, float, float]]] = [[] for _ in variants]
+    samples: list[list[tuple[float, float]]] = [[] for _ in variants]
     for round_index in range(runs):
         order = list(enumerate(variants))
         for index, (_, _, measure) in order if round_index % 2 else order[::-1]:
@@ -269,7 +252,6 @@ def bench_cold_start(directory: Path, runs: int, with_ort: bool) -> list[dict]:
             "cold_start_q1_ms": quartiles(s[0] for s in samples[index])[0],
             "cold_start_q3_ms": quartiles(s[0] for s in samples[index])[1],
             "peak_rss_mb": max(s[1] for s in samples[index]),
-            "cpu_ms": statistics.median(s[2] for s in samples[index]),
             "runs": runs,
         }
         for index, (backend, install, _) in enumerate(variants)
@@ -402,12 +384,12 @@ def bench_jitter(directory: Path, seconds: float) -> dict:
 
 def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
     print(f"machine: {machine()}")
-    print("\n== cold start to first action (median, quartiles), peak RSS, CPU to exit; H=128")
+    print("\n== cold start to first action (median, quartiles) and peak RSS, H=128")
     for row in cold_rows:
         print(
             f"{row['backend']:<22} {row['install']:<33} {row['cold_start_ms']:6.1f} ms"
             f" ({row['cold_start_q1_ms']:.0f}-{row['cold_start_q3_ms']:.0f})"
-            f"  {row['peak_rss_mb']:5.1f} MB  cpu {row['cpu_ms']:5.1f} ms  ({row['runs']} runs)"
+            f"  {row['peak_rss_mb']:5.1f} MB  ({row['runs']} runs)"
         )
     print(f"targets (numpy): <= {TARGET_COLD_MS:g} ms, <= {TARGET_RSS_MB:g} MB")
     print(f"\n== decision latency, one observation (us); ONNX graph: {graph}")

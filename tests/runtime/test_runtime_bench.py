@@ -32,8 +32,8 @@ def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
     assert bench.device_environment()["PYTHONPATH"].startswith(str(site))
     bench.install_console_script(tmp_path)
     for install in bench.INSTALLS:
-        elapsed_ms, rss_mb, cpu_ms = bench.cold_start(path, "numpy", install)
-        assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200 and cpu_ms > 0, install
+        elapsed_ms, rss_mb = bench.cold_start(path, "numpy", install)
+        assert 0 < elapsed_ms < 30_000 and 10 < rss_mb < 200, install
     bench.DEVICE_PACKAGES.clear()
     bench.CONSOLE_SCRIPTS.clear()
     jitter = bench.bench_jitter(tmp_path, 0.2)
