@@ -22,8 +22,8 @@
    after its deadline (p50, p99, max) and the overruns.
 
 NumPy runs with one BLAS thread here, as in the runtime (it sets OPENBLAS_NUM_THREADS=1): idle
-OpenBLAS threads of this process spin after a burst of work and slowed every child it started
-(cold starts by about 35 ms on a 2-core machine).
+OpenBLAS threads of this process can spin after a burst of work and compete, on a 2-core
+machine, with every runtime it starts (one earlier run measured cold starts ~35 ms slower).
 """
 
 from __future__ import annotations
