@@ -121,7 +121,7 @@ class StatusBoard:
         device = message.topic[len(self.prefix) + len("/devices/") :].rsplit("/", 1)[0]
         try:
             body = _parse_json(message.payload) if message.payload else None
-        except ValueError:  # includes a UnicodeDecodeError
+        except (ValueError, RecursionError):  # a UnicodeDecodeError, nesting too deep
             body = "malformed"
         if body is None:  # a cleared retained status
             return

@@ -17,6 +17,7 @@ JUNK = {
     "g4": b'{"state": "online", "policy_version": 1e400, "last_update": {"result": []}}',
     "g5": b"\xff\xfe",
     "g6": b'{"state": "online", "policy_version": 3, "extra": NaN}',
+    "g7": b"[" * 100_000 + b"]" * 100_000,  # json raises RecursionError, not ValueError
 }
 
 
