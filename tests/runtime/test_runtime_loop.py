@@ -259,20 +259,36 @@ class RecordingPlant(CartPoleSim):
         return super().step(action)
 
 
-@pytest.mark.parametrize("warm_up_us", [0, 2000])
+class TickingClock(FakeClock):
+    """A fake clock that also moves 1 us each time it is read, so a spin loop ends."""
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+@pytest.mark.parametrize("warm_up_us", [0, 300])
 def test_warm_up_adds_one_throwaway_decision_per_wait_and_changes_no_action(warm_up_us) -> None:
     active = slot().active
     counting = CountingDecisions(active.probability)
     plant = RecordingPlant()
     the_slot = PolicySlot(ActivePolicy(active.policy, counting))
-    loop = ControlLoop(plant, the_slot, hz=200, duration=0.3, warm_up_us=warm_up_us, seed=0)
+    clock = TickingClock()  # deterministic: a loaded machine cannot make a wait overshoot
+    loop = ControlLoop(
+        plant,
+        the_slot,
+        hz=200,
+        duration=0.3,
+        warm_up_us=warm_up_us,
+        seed=0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     summary = loop.run()
     waits = len(loop.stats.lateness_ns)
-    assert summary.decisions >= 30 and waits >= summary.decisions - 2
-    if warm_up_us == 0:
-        assert counting.calls == summary.decisions
-    else:  # a wait that overslept past its deadline skips the warm-up: allow a few
-        assert summary.decisions + waits - 5 <= counting.calls <= summary.decisions + waits
+    assert summary.overruns == 0 and summary.decisions >= 55 and waits >= summary.decisions - 1
+    assert counting.calls == summary.decisions + (waits if warm_up_us else 0)
+    assert max(loop.stats.lateness_ns) <= 2000  # the spin ends on the deadline's tick
     flat_out = RecordingPlant()  # the same seed without waits: the same greedy actions
     ControlLoop(flat_out, slot(), hz=0, episodes=summary.episodes + 1, seed=0).run()
     assert plant.actions == flat_out.actions[: len(plant.actions)]
