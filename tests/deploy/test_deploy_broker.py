@@ -293,7 +293,7 @@ def test_devices_cannot_publish_to_foreign_or_policy_topics_the_operator_can(fle
         client.close()
 
 
-def test_devices_read_only_their_own_policy_and_the_fleet_policy(fleet):
+def test_devices_read_only_their_own_policy_and_status_and_the_fleet_policy(fleet):
     operator = connected(fleet, OPERATOR)
     # Retained messages first: a later subscriber must not get foreign ones either.
     for device in DEVICES:
@@ -320,8 +320,9 @@ def test_devices_read_only_their_own_policy_and_the_fleet_policy(fleet):
         operator.publish(topic(device, "policy"), f"live policy {device}".encode())
     operator.publish(FLEET_POLICY, b"live fleet policy")
 
-    allowed = {d: {topic(d, "policy"), FLEET_POLICY} for d in DEVICES}
-    # Each reader gets its own policy and the fleet policy, retained and live, at least once.
+    # Each reader gets its own policy and status (a second runtime with its id shows there) and
+    # the fleet policy, retained and live, at least once.
+    allowed = {d: {topic(d, "policy"), topic(d, "status"), FLEET_POLICY} for d in DEVICES}
     for device, reader in readers.items():
         assert wait_until(lambda r=reader, d=device: allowed[d] <= set(r.topics())), reader.topics()
     time.sleep(SETTLE_S)
