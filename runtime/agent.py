@@ -674,10 +674,7 @@ def start_agent(runtime: Any) -> Agent | None:
         )
         store.load()
         running = runtime.slot.active.policy
-        data = runtime.policy_path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != running.sha256:
-            raise ValueError(f"{runtime.policy_path} changed while the runtime was starting")
-        chosen = store.startup_choice(Stored(running, data))
+        chosen = store.startup_choice(Stored(running, running.data))
         if chosen.policy.sha256 != running.sha256:
             runtime.slot.swap(activate(chosen.policy))
             logger.info(

@@ -18,7 +18,6 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from runtime.config import (
@@ -52,6 +51,23 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil (which imports bz2 and lzma) for the terminal width at
+        # every add_argument: 4-6 ms of each start (README, Performance); os alone knows it
+        return self.formatter_class(prog=self.prog, width=terminal_width())
+
+
+def terminal_width() -> int:
+    """What shutil.get_terminal_size() gives argparse: $COLUMNS, the terminal, else 80; -2."""
+    try:
+        return int(os.environ["COLUMNS"]) - 2
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns - 2
+    except (AttributeError, ValueError, OSError):
+        return 78
 
 
 def build_parser() -> ArgumentParser:
@@ -143,12 +159,12 @@ def config_from_args(
 # --- the run -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Runtime:
     """What the services started beside the loop can use (the MQTT agent: slot, stats, ...)."""
 
     config: RuntimeConfig
-    policy_path: Path
+    policy_path: str
     plant: Plant
     slot: PolicySlot
     loop: ControlLoop
@@ -214,9 +230,8 @@ class Reporter:
 
 def refuse_special_file(name: str, expected: str) -> None:
     """A device or a pipe where a file is expected: /dev/zero never ends, a FIFO blocks."""
-    path = Path(name)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        raise UsageError(f"{path}: not a regular file (a device or a pipe), expected {expected}")
+    if os.path.exists(name) and not os.path.isfile(name) and not os.path.isdir(name):
+        raise UsageError(f"{name}: not a regular file (a device or a pipe), expected {expected}")
 
 
 def load_checked_policy(config: RuntimeConfig, obs_dim: int):
@@ -279,7 +294,7 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
     loop.listeners = listeners  # one list: services may append before the loop starts
     if isinstance(plant, StdioPlant):
         plant.should_stop = lambda: loop.stop_requested
-    runtime = Runtime(config, Path(config.policy), plant, slot, loop, listeners)
+    runtime = Runtime(config, config.policy, plant, slot, loop, listeners)
     log.info(
         "running policy v%d (hidden %d) on %s at %s with the %s backend",
         policy.version,

@@ -35,7 +35,7 @@ RETURN_WINDOW = 100  # most recent episode returns kept for telemetry and health
 STOP_POLL_NS = 100_000_000  # a long sleep wakes this often (0.1 s) to see a stop request
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each generated method costs start-up time
 class EpisodeResult:
     """One finished episode, as listeners and `--json` see it."""
 
@@ -53,7 +53,7 @@ class EpisodeResult:
         return {"type": "episode", **data}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoopSummary:
     """The whole run, returned by `ControlLoop.run` (the final `--json` object)."""
 
@@ -75,7 +75,7 @@ class EpisodeListener(Protocol):
     def on_episode(self, result: EpisodeResult) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class LoopStats:
     """Live counters. The loop thread writes them; any thread may read them.
 
