@@ -8,8 +8,10 @@ Measured against what `import numpy` loads by itself, which differs between NumP
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +28,14 @@ with open(sys.argv[1], "w") as out:
 
 # needed only by: a policy's sha256 (updates), atomic_write (updates), writing a policy.npz
 # (reading one needs no zipfile), TLS and MQTT (--broker), signatures (--public-key), systemd
-# (NOTIFY_SOCKET), the heavy optional backends and plants
+# (NOTIFY_SOCKET), the heavy optional backends and plants; pathlib (with urllib.parse and
+# ipaddress) only for --config or the onnxruntime backend; shutil (with bz2, lzma) never
 NOT_ON_A_PLAIN_START = (
+    "pathlib",
+    "shutil",
+    "bz2",
+    "lzma",
+    "tomllib",
     "hashlib",
     "tempfile",
     "zipfile",
@@ -48,9 +56,11 @@ NOT_ON_A_PLAIN_START = (
 
 def test_a_plain_start_loads_no_module_of_other_paths(policy_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "modules.json"
-    command = [sys.executable, "-c", PROBE, str(out), "--policy", str(policy_path)]
+    # -S as on a device: an editable install's path hook would load pathlib before the probe
+    command = [sys.executable, "-S", "-c", PROBE, str(out), "--policy", str(policy_path)]
     command += ["--plant", "stdio", "--hz", "0", "--log-level", "error"]
     env = {"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"}  # no NOTIFY_SOCKET, no config
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
     result = subprocess.run(
         command, input=b"0.01 0.02 0.03 0.04\n", capture_output=True, env=env, cwd=ROOT, timeout=60
     )
