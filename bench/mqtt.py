@@ -265,6 +265,7 @@ def run_device(
 def fleet_worker(port: int, first: int, count: int, pub: str, state_root: str) -> None:
     """`count` agents driven by this one thread (one selector over their sockets), each
     validating inline; prints 'ready' once all are online, then runs until killed."""
+    import logging
     import selectors
 
     from runtime.agent import Agent, AgentConfig
@@ -275,10 +276,9 @@ def fleet_worker(port: int, first: int, count: int, pub: str, state_root: str) -
     from runtime.slot import PolicySlot
     from runtime.state import StateStore, Stored
 
-    if os.environ.get("BENCH_LOG"):
-        import logging
-
-        logging.basicConfig(level=logging.INFO, format="%(created).3f %(message)s")
+    # these agents run no control loop, so each update's "health check skipped" warning is noise
+    level = logging.INFO if os.environ.get("BENCH_LOG") else logging.ERROR
+    logging.basicConfig(level=level, format="%(created).3f %(message)s")
     public_key = load_public_key(pub)
     initial = Path(state_root) / "initial.npz"
     data = initial.read_bytes()
@@ -467,8 +467,15 @@ def main(argv: list[str] | None = None) -> int:
             f" {result['applied']}/{result['devices']}; last applied after"
             f" {result['total_s']:.2f} s (median device {result['median_s']:.2f} s)"
         )
-    ok = p50 <= 5 and p99 <= 20 and fleet["applied"] == fleet["devices"] and fleet["total_s"] <= 3
-    print(f"\ntargets (p50 <= 5 ms, p99 <= 20 ms, fleet <= 3 s): {'met' if ok else 'NOT met'}")
+    checks = {
+        "p50 <= 5 ms": p50 <= 5,
+        "p99 <= 20 ms": p99 <= 20,
+        "fleet all applied <= 3 s": fleet["applied"] == fleet["devices"] and fleet["total_s"] <= 3,
+        "no extra overruns with updates": with_updates["overruns"]
+        <= max(idle["overruns"], bare["overruns"]),
+    }
+    verdicts = ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks.items())
+    print(f"\ntargets: {verdicts}")
     return 0
 
 
