@@ -63,6 +63,7 @@ from runtime.updates import (
     Stale,
     UpdateRejected,
     UpdateRules,
+    one_line,
     validate_update,
 )
 
@@ -450,7 +451,6 @@ class Agent:
                 highest_version=self.store.highest_version,
                 refused=self.store.refused,
             )
-            active = self.activate(policy)
         except AlreadyRunning:
             return  # a retained or repeated publish of what already runs: quiet
         except Stale as rejection:
@@ -462,6 +462,8 @@ class Agent:
         except UpdateRejected as rejection:
             self._reject(data, rejection.reason, topic, version=rejection.version)
             return
+        try:
+            active = self.activate(policy)
         except ValueError as error:  # the backend could not load it
             self._reject(data, f"cannot activate: {error}", topic, version=policy.version)
             return
@@ -492,6 +494,7 @@ class Agent:
     def _reject(self, data: bytes, reason: str, topic: str, *, version: int | None = None) -> None:
         with self._pending_lock:
             self.rejected_updates += 1
+        reason = one_line(reason)
         self._set_last_update(version, hashlib.sha256(data).hexdigest(), "rejected", reason)
         self._publish_status()
         self._log_rejection(f"rejected update from {topic}: {reason}")

@@ -25,10 +25,20 @@ from runtime.policy import Policy, PolicyError, parse_policy
 logger = logging.getLogger(__name__)
 
 
+MAX_REASON_CHARS = 300  # a reason quotes payload fields: keep the status and the log line short
+
+
+def one_line(reason: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`reason` on one line (control characters as spaces), cut to `limit` characters."""
+    text = "".join(" " if not char.isprintable() else char for char in reason)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class UpdateRejected(Exception):
     """The payload must not be applied; `reason` is one line for the status and the log."""
 
     def __init__(self, reason: str, version: int | None = None) -> None:
+        reason = one_line(reason)
         super().__init__(reason)
         self.reason = reason
         self.version = version  # the payload's meta version when it parsed that far
@@ -71,6 +81,11 @@ def validate_update(
         policy = parse_policy(data, max_bytes=rules.max_bytes, obs_dim=rules.obs_dim)
     except PolicyError as error:
         raise UpdateRejected(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - untrusted bytes: whatever the parser trips on
+        # (a lone UTF-16 surrogate in meta raised UnicodeEncodeError) is a rejection, not a crash
+        raise UpdateRejected(
+            f"not a readable policy.npz: {type(error).__name__}: {error}"
+        ) from None
     if rules.public_key is not None:
         from runtime.signing import verify_policy
 
