@@ -481,6 +481,15 @@ class Agent:
         self._set_last_update(policy.version, policy.sha256, "applied", probation.skipped)
         self._publish_status()  # before the bookkeeping: the pusher is waiting for it
         self.applied_updates += 1
+        try:  # current.npz holds the version already: this only guards a later loss of it
+            self.store.save_highest()
+        except OSError as error:
+            logger.warning(
+                "cannot record version %d in %s: %s",
+                policy.version,
+                self.store.state_path,
+                error.strerror or error,
+            )
         self._refresh_will()
         logger.info(
             "applied policy version %d (sha256 %s...) from %s in %.1f ms; was version %d",

@@ -2,13 +2,15 @@
 
     STATE_DIR/current.npz    the policy running now (the last applied update)
     STATE_DIR/previous.npz   the one it replaced: the health rollback target
-    STATE_DIR/state.json     {"highest_version": N, "refused_versions": [...]} (written on rollback)
+    STATE_DIR/state.json     {"highest_version": N, "refused_versions": [...]}
 
 Every write is atomic (temporary file, fsync, `os.replace`, fsync of the directory), so a power
 cut at any instant leaves both files valid. Applying an update first turns the old `current.npz`
 into `previous.npz` with a hard link and a rename (no data copied), then writes the new
 `current.npz`; the rename of `current.npz` is the commit point. The highest accepted version is
-the largest of the versions in both files and `state.json`, so anti-rollback survives restarts.
+the largest of the versions in both files and `state.json` (rewritten after each update that
+raises it, and on rollback), so anti-rollback survives restarts and a damaged current.npz.
+A directory where one of the files belongs is moved aside at start (it could never be replaced).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ class StateStore:
         self.current: Stored | None = None
         self.previous: Stored | None = None
         self.highest_version = 0
+        self._persisted_highest = 0  # highest_version as state.json holds it
         self.refused: set[int] = set()
 
     @property
@@ -97,7 +101,10 @@ class StateStore:
         if not os.access(self.directory, os.W_OK):
             raise ValueError(f"state directory {self.directory}: not writable")
         for stale in self.directory.glob(".*.tmp"):  # left by a power cut mid-write
-            stale.unlink(missing_ok=True)
+            if stale.is_file() or stale.is_symlink():  # never a directory someone put there
+                stale.unlink(missing_ok=True)
+        for path in (self.current_path, self.previous_path, self.state_path):
+            self._move_aside_if_not_a_file(path)
         self._read_state_file()
         self.current = self._read_policy(self.current_path)
         self.previous = self._read_policy(self.previous_path)
@@ -105,19 +112,31 @@ class StateStore:
             if stored is not None:
                 self.highest_version = max(self.highest_version, stored.policy.version)
 
+    def _move_aside_if_not_a_file(self, path: Path) -> None:
+        """A directory (or fifo, socket) where a file belongs could never be replaced by the
+        atomic writes: rename it aside, so the runtime starts and can persist again."""
+        if not os.path.lexists(path) or path.is_symlink() or path.is_file():
+            return
+        aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
+        os.replace(path, aside)
+        logger.warning("%s is not a regular file: moved it aside to %s", path, aside.name)
+
     def _read_state_file(self) -> None:
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             highest = state["highest_version"]
             refused = state["refused_versions"]
-            if not isinstance(highest, int) or not all(isinstance(v, int) for v in refused):
-                raise ValueError("versions must be integers")
+            if not _is_int(highest) or not isinstance(refused, list):
+                raise ValueError("highest_version must be an integer, refused_versions a list")
+            if not all(_is_int(version) for version in refused):
+                raise ValueError("refused versions must be integers")
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as error:
             logger.warning("%s is unreadable, ignoring it: %s", self.state_path, error)
             return
         self.highest_version = max(self.highest_version, highest)
+        self._persisted_highest = highest
         self.refused.update(refused)
 
     def _read_policy(self, path: Path) -> Stored | None:
@@ -132,6 +151,11 @@ class StateStore:
                 verify_policy(policy, self.public_key)
         except (OSError, PolicyError) as error:
             logger.warning("ignoring persisted policy %s: %s", path, error)
+            return None
+        except Exception as error:  # noqa: BLE001 - whatever a damaged file trips the parser on
+            logger.warning(
+                "ignoring persisted policy %s: %s: %s", path, type(error).__name__, error
+            )
             return None
         return Stored(policy, data)
 
@@ -157,6 +181,7 @@ class StateStore:
             else:
                 self.commit(best)
         self.highest_version = max(self.highest_version, best.policy.version)
+        self.save_highest()
         return best
 
     # --- updates ------------------------------------------------------------------
@@ -192,8 +217,21 @@ class StateStore:
         self.current = self.previous
         return self.current
 
+    def save_highest(self) -> None:
+        """Record the highest accepted version in state.json when it rose: anti-rollback then
+        survives a current.npz that is later lost or damaged (the fallback to previous.npz must
+        not lower the floor). Called after current.npz is committed, so a power cut in between
+        leaves the new version in current.npz, never a floor above every file."""
+        if self.highest_version > self._persisted_highest:
+            self._write_state_file()
+
     def _write_state_file(self) -> None:
         refused = sorted(self.refused)[-MAX_REFUSED_VERSIONS:]
         self.refused = set(refused)
         text = json.dumps({"highest_version": self.highest_version, "refused_versions": refused})
         atomic_write(self.state_path, text.encode("utf-8"))
+        self._persisted_highest = self.highest_version
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,95 @@
+"""Audit of issue 5: damaged state directories and a rollback the disk refuses (real Mosquitto)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ota_support import (
+    PREFIX,
+    Device,
+    Watcher,
+    _entries,
+    new_key,
+    raw_npz,
+    signed_policy,
+    update_result,
+)
+from tests.runtime.test_agent_audit_payloads import meta_entry
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return new_key(tmp_path)
+
+
+@pytest.fixture
+def watcher(broker):
+    watching = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    yield watching
+    watching.close()
+
+
+def push(watcher: Watcher, payload: bytes, device: str = "dev-1") -> dict:
+    watcher.publish(f"{PREFIX}/devices/{device}/policy", payload)
+    return watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))["last_update"]
+
+
+def highest_recorded(state_dir: Path, version: int, timeout: float = 5.0) -> bool:
+    """state.json names `version` (written just after the applied status goes out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((state_dir / "state.json").read_text())["highest_version"] == version:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def test_anti_rollback_survives_a_damaged_current_npz(tmp_path, broker, keys, watcher):
+    key, pub = keys
+    device = Device(tmp_path, broker.port, key, pub)
+    try:
+        for version in (7, 9):
+            assert push(watcher, signed_policy(version, key))["result"] == "applied"
+    finally:
+        device.stop()
+    assert highest_recorded(device.state_dir, 9)
+    current = device.state_dir / "current.npz"
+    current.write_bytes(current.read_bytes()[:100])  # bit rot, a bad SD card
+    again = Device(tmp_path, broker.port, key, pub)  # falls back to previous.npz (version 7)
+    try:
+        assert again.slot.active.policy.version == 7
+        last = push(watcher, signed_policy(8, key))  # older than the 9 accepted before
+        assert last["result"] == "rejected" and "not newer than version 9" in last["reason"]
+        assert push(watcher, signed_policy(10, key))["result"] == "applied"
+    finally:
+        again.stop()
+
+
+def test_a_state_directory_with_junk_in_it_still_starts_and_persists(
+    tmp_path, broker, keys, watcher
+):
+    key, pub = keys
+    state_dir = tmp_path / "state-dev-1"
+    state_dir.mkdir()
+    (state_dir / "current.npz").mkdir()  # a directory where a file belongs
+    (state_dir / "state.json").mkdir()
+    (state_dir / ".left-by-someone.tmp").mkdir()  # looks like a stale temporary
+    (state_dir / "previous.npz").write_bytes(raw_npz(_entries(8, meta=meta_entry(x="\ud800"))))
+    device = Device(tmp_path, broker.port, key, pub)  # used to refuse to start (exit 2)
+    try:
+        assert device.slot.active.policy.version == 5
+        assert push(watcher, signed_policy(6, key))["result"] == "applied"
+        assert (state_dir / "current.npz").read_bytes() == signed_policy(6, key)
+        assert highest_recorded(state_dir, 6)
+        moved = sorted(p.name.split("-")[0] for p in state_dir.glob("*.unusable-*"))
+        assert moved == ["current.npz.unusable", "state.json.unusable"]
+        assert (state_dir / ".left-by-someone.tmp").is_dir()  # not ours to delete
+    finally:
+        device.stop()
