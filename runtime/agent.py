@@ -528,19 +528,24 @@ class Agent:
         if current is None or previous is None or current.policy.version != decision.version:
             return  # another update arrived meanwhile: that one is on probation now
         active = self.activate(previous.policy)
-        self.store.roll_back()
+        reason = decision.reason
+        try:
+            self.store.roll_back()
+        except OSError as error:  # a full or read-only state directory: still take it off
+            reason += (
+                f"; not persisted in {self.store.directory} ({error.strerror or error}):"
+                f" a restart may run version {decision.version} again"
+            )
         self.slot.swap(active)
         self.health.cancel()
-        self._set_last_update(
-            decision.version, current.policy.sha256, "rolled_back", decision.reason
-        )
+        self._set_last_update(decision.version, current.policy.sha256, "rolled_back", reason)
         self._publish_status()
         self._refresh_will()
         logger.warning(
             "rolled back policy version %d to version %d: %s",
             decision.version,
             previous.policy.version,
-            decision.reason,
+            reason,
         )
 
     # --- the control loop's hook ------------------------------------------------------------

@@ -212,10 +212,13 @@ class StateStore:
         bad = self.current.policy.version
         self.refused.add(bad)
         self.highest_version = max(self.highest_version, bad)
-        self._write_state_file()  # first: a power cut after this never restores `bad`
-        atomic_write(self.current_path, self.previous.data)
-        self.current = self.previous
-        return self.current
+        good = self.previous
+        try:
+            self._write_state_file()  # first: a power cut after this never restores `bad`
+            atomic_write(self.current_path, good.data)
+        finally:  # the device runs `good` even when the disk refuses (the caller reports it)
+            self.current = good
+        return good
 
     def save_highest(self) -> None:
         """Record the highest accepted version in state.json when it rose: anti-rollback then

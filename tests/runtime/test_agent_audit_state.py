@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import time
@@ -91,5 +92,30 @@ def test_a_state_directory_with_junk_in_it_still_starts_and_persists(
         moved = sorted(p.name.split("-")[0] for p in state_dir.glob("*.unusable-*"))
         assert moved == ["current.npz.unusable", "state.json.unusable"]
         assert (state_dir / ".left-by-someone.tmp").is_dir()  # not ours to delete
+    finally:
+        device.stop()
+
+
+def test_a_rollback_the_disk_refuses_still_takes_the_bad_policy_off(
+    tmp_path, broker, keys, watcher, monkeypatch
+):
+    key, pub = keys
+    device = Device(tmp_path, broker.port, key, pub, probation_episodes=1, rollback_below=100.0)
+    try:
+        bad = signed_policy(6, key, kind="push_left")
+        assert push(watcher, bad)["result"] == "applied"
+
+        def disk_full() -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(device.store, "_write_state_file", disk_full)
+        device.agent.on_episode({"return": 9.0})  # straddles the swap: not judged
+        device.agent.on_episode({"return": 9.0})
+        status = watcher.wait_for(
+            lambda t, b: (b.get("last_update") or {}).get("result") == "rolled_back"
+        )
+        assert status["policy_version"] == 5 and device.slot.active.policy.version == 5
+        assert "not persisted" in status["last_update"]["reason"]
+        assert "No space left on device" in status["last_update"]["reason"]
     finally:
         device.stop()
