@@ -98,7 +98,10 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
     """(tls, host, port) from `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`."""
     if any(char.isspace() for char in url):
         raise ValueError(f"broker URL {url!r}: must not contain spaces")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "Invalid IPv6 URL": an unclosed or bad bracket
+        raise ValueError(f"broker URL {url!r}: {error}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEME_PORTS:
         raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
