@@ -386,6 +386,9 @@ def push_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
         except PolicyError as error:
             raise UsageError(f"{path}: {error}") from None
+        except ValueError as error:  # what the parser trips on outside PolicyError (a lone
+            # surrogate in meta: UnicodeEncodeError) is still a bad file, not a traceback
+            raise UsageError(f"{path}: not a readable policy.npz: {error}") from None
         if policy.signature is None:
             logger.warning("%s is unsigned: devices with a public key will reject it", path)
         outcomes = push(
