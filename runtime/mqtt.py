@@ -165,9 +165,21 @@ def broker_settings(
     )
 
 
+class RefusePassword(argparse.Action):
+    """`--password` is refused without echoing its value (argparse would otherwise take it as an
+    abbreviation of --password-file and print the password in 'cannot read' errors)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(
+            f"{option_string} is not accepted: a password on the command line shows in the"
+            f" process list; use {ENV_MQTT_PASSWORD} or --password-file"
+        )
+
+
 def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """The broker flags, identical for the device and for `export push/status`."""
     group = parser.add_argument_group("MQTT broker")
+    group.add_argument("--password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
     group.add_argument(
         "--broker",
         required=required,

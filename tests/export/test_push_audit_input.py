@@ -29,3 +29,18 @@ def test_push_of_a_file_with_a_lone_surrogate_in_meta_is_exit_2(tmp_path, capsys
     assert push_main([str(path), "--device", "d1", "--broker", "mqtt://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable policy.npz" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag", [["--password", "hunter2"], ["--password=hunter2"], ["--password"]]
+)
+def test_a_password_flag_is_refused_without_echoing_it(flag, tmp_path, capsys):
+    """argparse took --password as an abbreviation of --password-file and printed the password
+    in 'cannot read' errors."""
+    assert status_main(["--broker", "mqtt://127.0.0.1:9", *flag]) == 2
+    policy = tmp_path / "policy.npz"
+    policy.write_bytes(b"never read")
+    assert push_main([str(policy), "--fleet", "--broker", "mqtt://127.0.0.1:9", *flag]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "hunter2" not in err
+    assert "--password is not accepted" in err and "REINFORCE_EDGE_MQTT_PASSWORD" in err
