@@ -249,6 +249,8 @@ class ControlLoop:
                         self._wait_until(deadline - self.warm_up_ns)
                         if self.warm_up_ns:
                             self._warm_up(deadline, obs)
+                        if self.stop_reason is not None:  # a signal during the wait: no step
+                            break
                         stats.lateness_ns.append(clock() - deadline)
                     else:  # missed: count, start now, stay on the grid
                         stats.overruns += 1
@@ -273,11 +275,12 @@ class ControlLoop:
             self.sleep(nap / 1e9)
 
     def _warm_up(self, deadline: int, obs: Any) -> None:
-        """A throwaway decision on the coming observation, then spin until `deadline`."""
+        """A throwaway decision on the coming observation, then spin until `deadline`
+        (or a stop request: the wait before it may have ended early for one)."""
         clock = self.clock
-        if clock() < deadline:
+        if self.stop_reason is None and clock() < deadline:
             self.slot.active.probability(obs)
-        while clock() < deadline:
+        while clock() < deadline and self.stop_reason is None:
             pass
 
     def _feed_watchdog(self, now: int) -> None:

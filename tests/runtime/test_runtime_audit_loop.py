@@ -1,0 +1,55 @@
+"""Audit regressions for the control loop: a stop request during a long wait ends the run at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.backends import make_active
+from runtime.loop import ControlLoop
+from runtime.plants import CartPoleSim
+from runtime.policy import make_meta, parse_policy, policy_bytes
+from runtime.slot import PolicySlot
+
+GAINS = np.array([0.5, 1.0, 10.0, 2.0], dtype=np.float32)
+
+
+def slot() -> PolicySlot:
+    params = {"W1": np.stack([GAINS, -GAINS]), "W2": np.array([1.0, -1.0], np.float32)}
+    return PolicySlot(make_active(parse_policy(policy_bytes(params, make_meta(hidden=2))), "numpy"))
+
+
+class BoundedTickingClock:
+    """Fake monotonic ns: moves 1 us per read and on sleeps; fails instead of spinning forever."""
+
+    def __init__(self, max_reads: int = 200_000) -> None:
+        self.now, self.reads, self.max_reads = 1_000_000_000, 0, max_reads
+        self.on_sleep = None
+
+    def __call__(self) -> int:
+        self.reads += 1
+        assert self.reads < self.max_reads, "the loop spins after the stop request"
+        self.now += 1000
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += round(seconds * 1e9)
+        if self.on_sleep:
+            self.on_sleep()
+
+
+@pytest.mark.parametrize("hz", [0.001, 1.0])
+@pytest.mark.parametrize("warm_up_us", [0, 300, 100_000])
+def test_a_stop_during_the_wait_ends_the_run_without_spinning_to_the_deadline(hz, warm_up_us):
+    # found by the audit: at --hz 0.001 a SIGTERM during the wait left the warm-up spinning
+    # at 100% CPU until the deadline, 1000 s later
+    clock = BoundedTickingClock()
+    loop = ControlLoop(
+        CartPoleSim(), slot(), hz=hz, warm_up_us=warm_up_us, seed=3, clock=clock, sleep=clock.sleep
+    )
+    clock.on_sleep = lambda: loop.stop("SIGTERM")  # the signal lands during the first nap
+    started = clock.now
+    summary = loop.run()
+    assert summary.stopped_by == "SIGTERM" and summary.decisions == 1
+    assert clock.now - started < 200_000_000  # one 0.1 s nap, not the rest of the period
+    assert len(loop.stats.lateness_ns) == 0  # no wake-up was measured for a step not taken
