@@ -315,11 +315,24 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
                     service.stop()
                 except Exception as error:
                     log.error("stopping %r failed: %s", service, error)
-            close = getattr(plant, "close", None)
-            if close:
-                close()
+            closed = close_plant(plant, config.plant)
     reporter.summary(summary)
-    return EXIT_INTERRUPTED if summary.stopped_by == "SIGINT" else EXIT_OK
+    if summary.stopped_by == "SIGINT":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if closed else EXIT_FAILURE
+
+
+def close_plant(plant: Plant, name: str) -> bool:
+    """Call the plant's optional close(); a failure is logged (the summary still comes): False."""
+    close = getattr(plant, "close", None)
+    if not callable(close):
+        return True
+    try:
+        close()
+    except Exception as error:
+        log.error("plant %s: close() failed: %s: %s", name, type(error).__name__, error)
+        return False
+    return True
 
 
 class stop_on_signals:
@@ -381,7 +394,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return fail(f"bad configuration: {error}", EXIT_USAGE)
     configure_logging(config.log_level)
     from runtime.backends import BackendError
-    from runtime.plants import PlantError
+    from runtime.plants import PlantError, PlantFailed
     from runtime.policy import PolicyError
 
     try:
@@ -392,7 +405,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_INTERRUPTED
     except Exception as error:  # one line for the operator; the traceback at debug level
         log.debug("failure", exc_info=True)
-        return fail(f"{type(error).__name__}: {error}", EXIT_FAILURE)
+        message = str(error) if isinstance(error, PlantFailed) else None  # names the plant
+        return fail(message or f"{type(error).__name__}: {error}", EXIT_FAILURE)
 
 
 def fail(message: str, code: int) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import numbers
+import operator
 import os
 import select
 from collections.abc import Callable
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 class PlantError(RuntimeError):
     """The plant cannot be built or used (message says why)."""
+
+
+class PlantFailed(RuntimeError):
+    """A user's plant raised inside reset() or step() (a driver error): exit 1, its name said."""
 
 
 class PlantClosed(Exception):
@@ -294,6 +300,14 @@ def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _one_line(message: Any) -> str:
+    """A message as one line: terminal colour codes (gymnasium's) and line breaks removed."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(message))
+    return " ".join(text.split())
+
+
 # --- gym: any Gymnasium environment -----------------------------------------------------
 
 
@@ -307,10 +321,20 @@ class GymPlant:
             raise PlantError(
                 "the gym plant needs gymnasium: pip install 'gymnasium[classic-control]'"
             ) from None
-        try:
-            self.env = gymnasium.make(env_id)
-        except gymnasium.error.Error as error:
-            raise PlantError(f"cannot make Gymnasium environment {env_id!r}: {error}") from None
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:  # one log line each, no colour
+            warnings.simplefilter("always")
+            try:
+                self.env = gymnasium.make(env_id)
+            except Exception as error:  # gymnasium.error.Error, or ModuleNotFoundError for
+                # "module:Env" ids, or whatever an environment's constructor raises
+                raise PlantError(
+                    f"cannot make Gymnasium environment {env_id!r}: {_one_line(error)}"
+                ) from None
+            finally:
+                for warning in caught:
+                    log.warning("gymnasium: %s", _one_line(warning.message))
         space, actions = self.env.observation_space, self.env.action_space
         if not isinstance(actions, gymnasium.spaces.Discrete) or actions.n != 2:
             self.env.close()
@@ -375,6 +399,88 @@ def load_custom_plant(reference: str) -> Plant:
     missing = [name for name in ("reset", "step") if not callable(getattr(plant, name, None))]
     if missing:
         raise PlantError(f"plant {reference} is not a plant: no {' or '.join(missing)} method")
-    if not isinstance(getattr(plant, "obs_dim", None), int):
-        raise PlantError(f"plant {reference} is not a plant: it needs an integer obs_dim")
-    return plant
+    obs_dim = getattr(plant, "obs_dim", None)
+    try:
+        obs_dim = operator.index(obs_dim)  # int, or NumPy's integers
+    except TypeError:
+        obs_dim = None
+    if obs_dim is None or isinstance(plant.obs_dim, bool) or not 1 <= obs_dim <= MAX_OBS_DIM:
+        raise PlantError(
+            f"plant {reference} is not a plant: obs_dim = {plant.obs_dim!r}, expected an integer"
+            f" in 1..{MAX_OBS_DIM} (the length of its observations)"
+        )
+    return CheckedPlant(plant, reference, obs_dim)
+
+
+MAX_OBS_DIM = 1_000_000
+
+
+class CheckedPlant:
+    """A user's plant, its answers checked, since the loop cannot trust them.
+
+    An observation must hold `obs_dim` finite numbers within float32's range (any shape, any
+    sequence), a reward a finite number, `done` a truth value: anything else is a `PlantError`
+    naming the plant, the method and what came back (exit 2). An exception raised inside the
+    plant's own `reset`/`step` becomes a `PlantFailed` naming them (exit 1); `PlantClosed`
+    (the plant ending the run) passes through.
+    """
+
+    def __init__(self, plant: Any, name: str, obs_dim: int) -> None:
+        self.plant, self.name, self.obs_dim = plant, name, obs_dim
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        return self._observation(self._call("reset", seed), "reset")
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        result = self._call("step", action)
+        if not isinstance(result, (tuple, list)) or len(result) != 3:
+            raise PlantError(
+                f"plant {self.name}: step() returned {_shorten(repr(result))},"
+                " expected (observation, reward, done)"
+            )
+        obs, reward, done = result
+        if not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+            raise PlantError(
+                f"plant {self.name}: step() returned the reward {_shorten(repr(result[1]))},"
+                " expected a finite number"
+            )
+        try:
+            done = bool(done)
+        except (TypeError, ValueError):  # an array of several truth values
+            raise PlantError(
+                f"plant {self.name}: step() returned done = {_shorten(repr(result[2]))},"
+                " expected True or False"
+            ) from None
+        return self._observation(obs, "step"), float(reward), done
+
+    def close(self) -> None:
+        close = getattr(self.plant, "close", None)
+        if callable(close):
+            close()
+
+    def _call(self, method: str, argument: Any) -> Any:
+        try:
+            return getattr(self.plant, method)(argument)
+        except PlantClosed:
+            raise
+        except Exception as error:  # the user's driver failed: say whose code it was
+            raise PlantFailed(
+                f"plant {self.name}: {method}() failed: {type(error).__name__}: {error}"
+            ) from error
+
+    def _observation(self, obs: Any, method: str) -> np.ndarray:
+        try:
+            values = np.asarray(obs).reshape(-1)
+        except (TypeError, ValueError):  # ragged sequences
+            values = None
+        if values is None or values.dtype.kind not in "biuf" or values.size != self.obs_dim:
+            raise PlantError(
+                f"plant {self.name}: {method}() returned the observation {_shorten(repr(obs))},"
+                f" expected {self.obs_dim} numbers (obs_dim)"
+            )
+        if not np.all(np.abs(values) <= FLOAT32_MAX):  # NaN fails the comparison too
+            raise PlantError(
+                f"plant {self.name}: {method}() returned the observation {_shorten(repr(obs))}:"
+                " expected finite numbers within float32's range"
+            )
+        return values.astype(np.float32)
