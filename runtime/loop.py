@@ -242,7 +242,8 @@ class ControlLoop:
                     break
                 if period:
                     deadline += period
-                    if end is not None and deadline >= end:
+                    if end is not None and deadline >= end:  # the last step's period runs out
+                        self._wait_until(end)  # (a stop signal meanwhile keeps its own reason)
                         self.stop("duration")
                         break
                     if now < deadline:

@@ -53,3 +53,51 @@ def test_a_stop_during_the_wait_ends_the_run_without_spinning_to_the_deadline(hz
     assert summary.stopped_by == "SIGTERM" and summary.decisions == 1
     assert clock.now - started < 200_000_000  # one 0.1 s nap, not the rest of the period
     assert len(loop.stats.lateness_ns) == 0  # no wake-up was measured for a step not taken
+
+
+class FakeClock:
+    """Fake monotonic ns that move only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += round(seconds * 1e9)
+
+
+@pytest.mark.parametrize(
+    ("hz", "duration", "decisions"), [(1.0, 1.0, 1), (1.0, 2.5, 3), (0.5, 3.0, 2)]
+)
+def test_a_duration_runs_its_full_length_at_slow_rates(hz, duration, decisions) -> None:
+    # found by the audit: --hz 1 --duration 1 ended after 0 s (the next deadline was past the
+    # end, so the run stopped at once), cutting the last step's period short
+    clock = FakeClock()
+    loop = ControlLoop(
+        CartPoleSim(), slot(), hz=hz, duration=duration, warm_up_us=0, seed=1, clock=clock,
+        sleep=clock.sleep,
+    )  # fmt: skip
+    summary = loop.run()
+    assert summary.stopped_by == "duration" and summary.decisions == decisions
+    assert summary.duration_s == duration
+
+
+def test_a_signal_during_the_last_period_keeps_its_reason() -> None:
+    clock = FakeClock()
+    loop = ControlLoop(
+        CartPoleSim(), slot(), hz=1, duration=1.0, warm_up_us=0, seed=1, clock=clock,
+        sleep=clock.sleep,
+    )  # fmt: skip
+    naps = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.sleep(seconds)
+        if len(naps) == 3:
+            loop.stop("SIGTERM")
+
+    loop.sleep = sleep
+    summary = loop.run()
+    assert summary.stopped_by == "SIGTERM" and summary.duration_s == 0.3
