@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
+MIN_WATCHDOG_INTERVAL_US = 1000  # feed at most 1000 times a second, whatever WATCHDOG_USEC says
+
 
 class Notifier:
     """Sends datagrams to systemd's notification socket."""
@@ -23,7 +25,10 @@ class Notifier:
     def __init__(self, address: str, watchdog_usec: int = 0) -> None:
         # "@name" is Linux's abstract namespace: a leading NUL byte on the wire
         self.address = "\0" + address[1:] if address.startswith("@") else address
-        self.watchdog_interval_ns = watchdog_usec * 1000 // 2  # systemd advises half the limit
+        # systemd advises half the limit; never more often than every MIN_WATCHDOG_INTERVAL_US
+        # (a WATCHDOG_USEC of 1 made every wait a busy loop of sendto() calls)
+        half_ns = watchdog_usec * 1000 // 2
+        self.watchdog_interval_ns = max(half_ns, MIN_WATCHDOG_INTERVAL_US * 1000) if half_ns else 0
         import socket  # only under systemd: a plain run does not load it
 
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -39,11 +44,22 @@ class Notifier:
             return None
         watchdog_usec = 0
         pid = environ.get("WATCHDOG_PID")
-        if not pid or pid == str(os.getpid()):  # the watchdog is ours, not a parent's
+        text = environ.get("WATCHDOG_USEC", "")
+        if text and (not pid or pid == str(os.getpid())):  # the watchdog is ours, not a parent's
             try:
-                watchdog_usec = max(0, int(environ.get("WATCHDOG_USEC", "0")))
+                watchdog_usec = int(text)
             except ValueError:
-                log.warning("ignoring WATCHDOG_USEC=%r: not an integer", environ["WATCHDOG_USEC"])
+                watchdog_usec = -1
+            if watchdog_usec <= 0:
+                log.warning("ignoring WATCHDOG_USEC=%r: not a positive integer", text)
+                watchdog_usec = 0
+            elif watchdog_usec < 2 * MIN_WATCHDOG_INTERVAL_US:
+                log.warning(
+                    "WATCHDOG_USEC=%d is below %d: feeding the watchdog every %d us",
+                    watchdog_usec,
+                    2 * MIN_WATCHDOG_INTERVAL_US,
+                    MIN_WATCHDOG_INTERVAL_US,
+                )
         return cls(address, watchdog_usec)
 
     def send(self, *lines: str) -> bool:
