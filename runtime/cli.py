@@ -195,8 +195,9 @@ class Reporter:
         else:
             self._write(
                 f"episode {result.episode}: return {result.episode_return:g} in {result.steps}"
-                f" steps, decision p50 {result.decision_us_p50} us p99 {result.decision_us_p99}"
-                f" us, {result.overruns} overruns (policy v{result.policy_version})"
+                f" steps, decision p50 {us(result.decision_us_p50)} p99"
+                f" {us(result.decision_us_p99)}, {result.overruns} overruns"
+                f" (policy v{result.policy_version})"
             )
 
     def summary(self, summary: LoopSummary) -> None:
@@ -207,7 +208,7 @@ class Reporter:
             self._write(
                 f"done ({summary.stopped_by}): {summary.episodes} episodes, mean return {mean},"
                 f" {summary.decisions} decisions in {summary.duration_s} s, decision p50"
-                f" {summary.decision_us_p50} us p99 {summary.decision_us_p99} us,"
+                f" {us(summary.decision_us_p50)} p99 {us(summary.decision_us_p99)},"
                 f" {summary.overruns} overruns"
             )
 
@@ -226,6 +227,11 @@ class Reporter:
                 os.close(devnull)
             except (OSError, ValueError, AttributeError):
                 pass
+
+
+def us(value: float | None) -> str:
+    """A latency for the readable report; '-' when there was no decision to time."""
+    return "-" if value is None else f"{value} us"
 
 
 def refuse_special_file(name: str, expected: str) -> None:
