@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -26,6 +26,7 @@ from runtime.config import (
     PLANTS,
     ConfigError,
     RuntimeConfig,
+    allowed,
     build_config,
     field_names,
 )
@@ -70,6 +71,21 @@ def terminal_width() -> int:
         return 78
 
 
+def number(key: str, convert: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type for the config key `key`: a value that does not parse is reported as
+    every bad value is, with what the key allows (argparse's own says only "invalid float")."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{key} = {text!r} is not allowed: expected {allowed(key)}"
+            ) from None
+
+    return parse
+
+
 def build_parser() -> ArgumentParser:
     """The parser; flags default to None so that only flags given override env and file."""
     parser = ArgumentParser(
@@ -93,19 +109,32 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"what to control: {', '.join(PLANTS)}, or module:Class (your own); default sim",
     )
     group.add_argument("--env", metavar="ID", help="Gymnasium id for --plant gym (CartPole-v1)")
-    group.add_argument("--seed", type=int, help="seed of the plant's reset distribution")
+    group.add_argument(
+        "--seed", type=number("seed", int), help="seed of the plant's reset distribution"
+    )
     group.add_argument("--backend", choices=BACKENDS, help="forward pass (default: numpy)")
     group.add_argument(
         "--public-key", metavar="PUB", help="refuse a policy not signed by this Ed25519 key"
     )
-    group.add_argument("--max-policy-bytes", type=int, metavar="N", help=argparse.SUPPRESS)
+    group.add_argument(
+        "--max-policy-bytes",
+        type=number("max_policy_bytes", int),
+        metavar="N",
+        help=argparse.SUPPRESS,
+    )
     group = parser.add_argument_group("loop")
-    group.add_argument("--hz", type=float, help="decisions per second, 0 = flat out (default 50)")
-    group.add_argument("--episodes", type=int, metavar="N", help="stop after N episodes")
-    group.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    group.add_argument(
+        "--hz", type=number("hz"), help="decisions per second, 0 = flat out (default 50)"
+    )
+    group.add_argument(
+        "--episodes", type=number("episodes", int), metavar="N", help="stop after N episodes"
+    )
+    group.add_argument(
+        "--duration", type=number("duration"), metavar="S", help="stop after S seconds"
+    )
     group.add_argument(
         "--warm-up-us",
-        type=float,
+        type=number("warm_up_us"),
         metavar="US",
         help="wake this early before each step: one throwaway decision, then spin (300; 0 = off)",
     )
@@ -125,7 +154,10 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topic-prefix", metavar="P", help="topic prefix (reinforce-edge)")
     group.add_argument("--state-dir", metavar="DIR", help="where accepted updates persist")
     group.add_argument(
-        "--telemetry-interval", type=float, metavar="S", help="seconds between samples (5)"
+        "--telemetry-interval",
+        type=number("telemetry_interval"),
+        metavar="S",
+        help="seconds between samples (5)",
     )
     group.add_argument("--ca-file", metavar="PEM", help="CA bundle for mqtts://")
     group.add_argument("--cert", metavar="PEM", help="client certificate for mqtts://")
@@ -133,11 +165,14 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--username", help="broker user name (password: env or --password-file)")
     group.add_argument("--password-file", metavar="FILE", help="file holding the password")
     group.add_argument(
-        "--probation-episodes", type=int, metavar="N", help="episodes watched after an update (5)"
+        "--probation-episodes",
+        type=number("probation_episodes", int),
+        metavar="N",
+        help="episodes watched after an update (5)",
     )
     group.add_argument(
         "--rollback-below",
-        type=float,
+        type=number("rollback_below"),
         metavar="R",
         help="roll back when the probation mean return is below R (default: half the old mean)",
     )

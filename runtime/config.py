@@ -291,21 +291,18 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 values[spec.name] = spec.metadata["parse"](text)
             except ValueError:
                 raise ConfigError(
-                    f"{spec.name} = {text!r} (from {name}) is not a valid"
-                    f" {_kind(spec)}: {spec.metadata['help']}"
+                    f"{spec.name} = {text!r} is not allowed: expected {allowed(spec.name)}"
+                    f" (from {name})"
                 ) from None
     return values
 
 
-def _kind(spec: dataclasses.Field) -> str:
-    parse = spec.metadata["parse"]
-    return {
-        float: "number",
-        int: "integer",
-        parse_bool: "boolean",
-        parse_optional_int: "integer",
-        parse_optional_float: "number",
-    }.get(parse, "value")
+def allowed(key: str) -> str:
+    """What a key accepts, as its error message says it (for values that do not even parse)."""
+    for name, _, text in _checks(RuntimeConfig()):
+        if name == key:
+            return text
+    raise KeyError(key)
 
 
 def _toml_loads(text: str) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from runtime.cli import build_config, run
+import pytest
+
+from runtime.cli import build_config, main, run
 
 
 def test_a_run_without_decisions_reports_dashes_not_none(policy_path: Path, capsys) -> None:
@@ -15,3 +17,29 @@ def test_a_run_without_decisions_reports_dashes_not_none(policy_path: Path, caps
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("done (plant closed): 0 episodes, mean return -, 0 decisions")
     assert "decision p50 - p99 -," in line and "None" not in line
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "message"),
+    [
+        (["--episodes", "1.5"], {}, "episodes = '1.5' is not allowed: expected an integer >= 1"),
+        (["--seed", "0x10"], {}, "seed = '0x10' is not allowed: expected an integer in 0..2**63-1"),
+        (["--duration", "soon"], {}, "duration = 'soon' is not allowed: expected a number of sec"),
+        (["--warm-up-us", "x"], {}, "warm_up_us = 'x' is not allowed: expected a number of micro"),
+        (["--max-policy-bytes", "1k"], {}, "max_policy_bytes = '1k' is not allowed: expected an"),
+        ([], {"REINFORCE_EDGE_SEED": "-"}, "seed = '-' is not allowed: expected an integer in 0.."),
+        ([], {"REINFORCE_EDGE_EPISODES": "x"}, "episodes = 'x' is not allowed: expected an integ"),
+        ([], {"REINFORCE_EDGE_DURATION": "1h"}, "duration = '1h' is not allowed: expected a numb"),
+        ([], {"REINFORCE_EDGE_JSON": "maybe"}, "json = 'maybe' is not allowed: expected true or"),
+        ([], {"REINFORCE_EDGE_HZ": ""}, "hz = '' is not allowed: expected a number in 0..10000"),
+    ],
+)
+def test_a_value_that_does_not_parse_names_the_key_and_the_allowed_range(
+    policy_path: Path, capsys, args, environ, message
+) -> None:
+    # found by the audit: these said only "invalid int value" or "is not a valid number"
+    assert main(["--policy", str(policy_path), *args], environ=environ) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    source = next(iter(environ), None)
+    assert f"(from {source})" in err if source else "argument --" in err

@@ -115,7 +115,7 @@ def test_duration_bounds_the_run(policy_path: Path, capsys) -> None:
         (["--duration", "1e300"], "duration = 1e+300 is not allowed"),
         (["--episodes", "0"], "episodes = 0 is not allowed"),
         (["--duration", "-2"], "duration = -2.0 is not allowed"),
-        (["--hz", "fast"], "argument --hz: invalid float value: 'fast'"),
+        (["--hz", "fast"], "argument --hz: hz = 'fast' is not allowed: expected a number in 0.."),
         (["--plant", "robot"], "plant = 'robot' is not allowed: expected one of sim, stdio, gym"),
         (["--backend", "torch"], "argument --backend: invalid choice"),
         (["--bogus"], "unrecognized arguments: --bogus"),
