@@ -190,6 +190,7 @@ class Agent:
         self.rejected_updates = 0
         self.applied_updates = 0
         self.last_update: dict[str, Any] | None = None
+        self._status_lock = threading.RLock()  # last_update and the status that carries it
         self._started = time.monotonic()
         self._mailbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._pending = 0  # payloads in the mailbox, and their bytes (bounded)
@@ -478,8 +479,8 @@ class Agent:
         # on probation before its first episode; `skipped` when there is nothing to judge by
         probation = self.health.start_probation(policy.version, current.version)
         old = self.slot.swap(active)
-        self._set_last_update(policy.version, policy.sha256, "applied", probation.skipped)
-        self._publish_status()  # before the bookkeeping: the pusher is waiting for it
+        # before the bookkeeping: the pusher is waiting for it
+        self._report(policy.version, policy.sha256, "applied", probation.skipped)
         self.applied_updates += 1
         try:  # current.npz holds the version already: this only guards a later loss of it
             self.store.save_highest()
@@ -504,8 +505,7 @@ class Agent:
         with self._pending_lock:
             self.rejected_updates += 1
         reason = one_line(reason)
-        self._set_last_update(version, hashlib.sha256(data).hexdigest(), "rejected", reason)
-        self._publish_status()
+        self._report(version, hashlib.sha256(data).hexdigest(), "rejected", reason)
         self._log_rejection(f"rejected update from {topic}: {reason}")
 
     def _log_rejection(self, line: str) -> None:
@@ -538,8 +538,7 @@ class Agent:
             )
         self.slot.swap(active)
         self.health.cancel()
-        self._set_last_update(decision.version, current.policy.sha256, "rolled_back", reason)
-        self._publish_status()
+        self._report(decision.version, current.policy.sha256, "rolled_back", reason)
         self._refresh_will()
         logger.warning(
             "rolled back policy version %d to version %d: %s",
@@ -565,16 +564,20 @@ class Agent:
 
     # --- what goes out ------------------------------------------------------------------
 
-    def _set_last_update(
-        self, version: int | None, sha256: str, result: str, reason: str | None
-    ) -> None:
-        self.last_update = {
-            "version": version,
-            "sha256": sha256,
-            "result": result,
-            "reason": reason,
-            "at": utc_now_iso(),
-        }
+    def _report(self, version: int | None, sha256: str, result: str, reason: str | None) -> None:
+        """Set `last_update` and publish the status that carries it, as one step: the network
+        thread (busy, oversize) and the worker both report, and without the lock one could
+        overwrite the other's `last_update` before it went out (a pusher then never hears of
+        its payload and times out)."""
+        with self._status_lock:
+            self.last_update = {
+                "version": version,
+                "sha256": sha256,
+                "result": result,
+                "reason": reason,
+                "at": utc_now_iso(),
+            }
+            self._publish_status()
 
     def status(self, state: str = "online") -> dict[str, Any]:
         policy = self.slot.active.policy
@@ -592,9 +595,10 @@ class Agent:
         return json_bytes(self.status(state))
 
     def _publish_status(self) -> None:
-        self.client.publish(
-            self.topics["status"], self._status_bytes("online"), qos=STATUS_QOS, retain=True
-        )
+        with self._status_lock:
+            self.client.publish(
+                self.topics["status"], self._status_bytes("online"), qos=STATUS_QOS, retain=True
+            )
 
     def _refresh_will(self) -> None:
         """The will is sent as registered at connect; keep it current for the next connect."""

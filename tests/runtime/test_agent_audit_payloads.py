@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -91,3 +92,28 @@ def test_a_reason_quoting_the_payload_is_one_short_line(device, watcher, caplog)
         assert reason.isprintable()
     lines = rejection_lines(caplog, expected=2)
     assert len(lines) == 2 and all(line.isprintable() and len(line) < 400 for line in lines)
+
+
+def test_two_threads_reporting_at_once_each_get_their_status_out(device, watcher, monkeypatch):
+    """The network thread (busy, oversize) and the worker both report; a report must not
+    overwrite the other's last_update before it was published (its pusher would time out)."""
+    publish = device.agent._publish_status
+
+    def slow_publish() -> None:  # widens the window between setting and publishing
+        time.sleep(0.2)
+        publish()
+
+    monkeypatch.setattr(device.agent, "_publish_status", slow_publish)
+    first, second = b"first junk payload", b"second junk payload"
+    threads = [
+        threading.Thread(target=device.agent._reject, args=(payload, reason, "test"))
+        for payload, reason in ((first, "reason one"), (second, "reason two"))
+    ]
+    threads[0].start()
+    time.sleep(0.05)
+    threads[1].start()
+    for thread in threads:
+        thread.join(5)
+    for payload, reason in ((first, "reason one"), (second, "reason two")):
+        status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
+        assert status["last_update"]["reason"] == reason
