@@ -3,8 +3,9 @@
 Every payload is untrusted until `validate_update` returns, cheapest check first:
 size, zip structure, arrays, shapes and dtypes, finite values, meta and the plant's obs_dim
 (all in `runtime.policy.parse_policy`), then the Ed25519 signature, then the version:
-refused when it was rolled back here, refused when not newer than the highest accepted
-version (anti-rollback), and a quiet no-op when it is exactly the policy already running.
+refused when it was rolled back here, refused when not newer than the running one or older
+than the highest ever accepted (anti-rollback; the highest itself may be restored when a damaged
+current.npz lost it), and a quiet no-op when it is exactly the policy already running.
 
 `HealthMonitor` watches the episodes after an update; if the mean return of the first
 `probation` clean episodes falls below the threshold it asks for a rollback.
@@ -114,8 +115,11 @@ def _check_version(
         )
     if version in refused:
         raise Stale(f"version {version} was rolled back on this device and is refused", version)
-    newest = max(highest_version, current.version)
-    if version <= newest:
+    # Equal to the highest ever accepted yet newer than what runs: that version was lost here
+    # (a damaged current.npz, the fallback to previous.npz) and is being restored, not replayed
+    # from the past; a version rolled back here was refused above.
+    if version <= current.version or version < highest_version:
+        newest = max(highest_version, current.version)
         raise Stale(
             f"version {version} is not newer than version {newest} (anti-rollback)", version
         )
