@@ -411,6 +411,21 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger().setLevel(getattr(logging, level.upper()))
+    import warnings
+
+    warnings.showwarning = log_warning
+
+
+def log_warning(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:
+    """A Python warning as one log line (NumPy's "overflow encountered in dot" on a huge
+    observation, a library's deprecation), not two raw lines on stderr; Python's filters
+    still show each one once per place."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(message)).split())  # no colour codes
+    logging.getLogger("py.warnings").warning(
+        "%s: %s (%s:%d)", category.__name__, text, filename, lineno
+    )
 
 
 def single_threaded_blas() -> None:

@@ -43,3 +43,24 @@ def test_a_value_that_does_not_parse_names_the_key_and_the_allowed_range(
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     source = next(iter(environ), None)
     assert f"(from {source})" in err if source else "argument --" in err
+
+
+def test_numpy_warnings_are_one_log_line(policy_path: Path) -> None:
+    # found by the audit: an observation near float32's limit (the stdio protocol allows it)
+    # printed NumPy's RuntimeWarning as two raw lines on stderr, outside logging
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "--policy", str(policy_path), "--plant", "stdio"],
+        input=b"1e38 1e38 1e38 1e38\n3e38 -3e38 3e38 3e38\ndone\n",
+        capture_output=True,
+        cwd=root,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == b"reset\n1\n1\nreset\n"
+    err = done.stderr.decode().splitlines()
+    warned = [line for line in err if "RuntimeWarning" in line]
+    assert warned and all("WARNING py.warnings: RuntimeWarning: overflow" in w for w in warned)
+    assert not any(line.startswith(" ") for line in err)  # no source line under a warning
