@@ -288,12 +288,14 @@ def load_checked_policy(config: RuntimeConfig, obs_dim: int):
         from runtime.signing import load_public_key, verify_policy
 
         try:
-            verify_policy(policy, load_public_key(config.public_key))
+            key = load_public_key(config.public_key)  # its errors name the key file
         except ImportError:  # a board installed without the device extra
             raise UsageError(
                 "--public-key needs the cryptography package:"
                 " pip install 'reinforce-edge[device]' (or apt install python3-cryptography)"
             ) from None
+        try:
+            verify_policy(policy, key)
         except PolicyError as error:
             raise PolicyError(f"{config.policy}: refused: {error}") from None
         log.info("policy %s v%d: signature verified", config.policy, policy.version)

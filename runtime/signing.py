@@ -27,12 +27,17 @@ def load_public_key(path: str | os.PathLike) -> Any:
         raise PolicyError(f"public key {path}: cannot read: {error.strerror or error}") from None
     if len(data) == 32:
         return Ed25519PublicKey.from_public_bytes(data)
+    if b"PRIVATE KEY-----" in data:  # the signing key itself: never copy it to a device
+        raise PolicyError(
+            f"public key {path}: this is a private key; give the public one (signing.pub)"
+        )
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
         raise PolicyError(f"public key {path}: not a PEM or raw 32-byte Ed25519 key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise PolicyError(f"public key {path}: a {type(key).__name__}, expected Ed25519")
+        kind = type(key).__name__.lstrip("_")  # cryptography 38 names it _RSAPublicKey
+        raise PolicyError(f"public key {path}: a {kind}, expected Ed25519")
     return key
 
 
