@@ -29,6 +29,7 @@ from runtime.config import (
     allowed,
     build_config,
     field_names,
+    unknown_environment,
 )
 
 if TYPE_CHECKING:  # NumPy loads only in main(), after the BLAS thread count is set
@@ -446,11 +447,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return int(exit_.code or 0)
+    environ = os.environ if environ is None else environ
     try:
-        config = config_from_args(args, os.environ if environ is None else environ)
+        config = config_from_args(args, environ)
     except ConfigError as error:
         return fail(f"bad configuration: {error}", EXIT_USAGE)
     configure_logging(config.log_level)
+    for name in unknown_environment(environ):
+        warn_unknown_variable(name)
     from runtime.backends import BackendError
     from runtime.plants import PlantError, PlantFailed
     from runtime.policy import PolicyError
@@ -465,6 +469,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.debug("failure", exc_info=True)
         message = str(error) if isinstance(error, PlantFailed) else None  # names the plant
         return fail(message or f"{type(error).__name__}: {error}", EXIT_FAILURE)
+
+
+def warn_unknown_variable(name: str) -> None:
+    """One warning for a REINFORCE_EDGE_* variable that sets nothing, with the likely intent."""
+    import difflib
+
+    from runtime.config import env_name
+
+    key = name.removeprefix(env_name(""))
+    close = difflib.get_close_matches(key, [k.upper() for k in field_names()], n=1, cutoff=0.8)
+    hint = f"did you mean {env_name(close[0])}?" if close else "REINFORCE_EDGE_ + an option's name"
+    log.warning("ignoring %s: no such setting (%s)", name, hint)
 
 
 def fail(message: str, code: int) -> int:

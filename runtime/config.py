@@ -29,6 +29,7 @@ from runtime.constants import (
     DEFAULT_WARM_UP_US,
     DEVICE_ID_PATTERN,
     ENV_ID,
+    ENV_MQTT_PASSWORD,
     ENV_PREFIX,
     MAX_WARM_UP_US,
     TOPIC_PREFIX_PATTERN,
@@ -295,6 +296,12 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                     f" (from {name})"
                 ) from None
     return values
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """`REINFORCE_EDGE_*` variables that set nothing (a typo such as REINFORCE_EDGE_EPISODE)."""
+    known = {env_name(name) for name in field_names()} | {ENV_MQTT_PASSWORD}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
 def allowed(key: str) -> str:

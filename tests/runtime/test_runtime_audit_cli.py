@@ -96,3 +96,20 @@ def test_a_bad_key_file_is_named_as_the_key_not_as_a_refused_policy(
         assert main(["--policy", str(policy_path), "--public-key", key], environ={}) == 2
         err = capsys.readouterr().err
         assert err == f"python -m runtime: error: public key {key}: {message}\n"
+
+
+def test_an_unknown_reinforce_edge_variable_is_warned_about(policy_path: Path, caplog) -> None:
+    # found by the audit: REINFORCE_EDGE_EPISODE=1 (a typo) was ignored silently: the run
+    # then had no bound at all
+    environ = {
+        "REINFORCE_EDGE_EPISODE": "1",
+        "REINFORCE_EDGE_FLAVOUR": "x",
+        "REINFORCE_EDGE_EPISODES": "1",
+        "REINFORCE_EDGE_MQTT_PASSWORD": "secret",  # read by the MQTT agent
+    }
+    assert main(["--policy", str(policy_path), "--hz", "0"], environ=environ) == 0
+    warnings = [r.getMessage() for r in caplog.records if "no such setting" in r.getMessage()]
+    assert warnings == [
+        "ignoring REINFORCE_EDGE_EPISODE: no such setting (did you mean REINFORCE_EDGE_EPISODES?)",
+        "ignoring REINFORCE_EDGE_FLAVOUR: no such setting (REINFORCE_EDGE_ + an option's name)",
+    ]
