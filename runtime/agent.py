@@ -241,6 +241,8 @@ class Agent:
         if self._worker.is_alive():
             self._mailbox.put(("stop", None))
             self._worker.join(timeout)
+        if self.inline:
+            self._save_highest()
         if self.connected.is_set():
             info = self.client.publish(
                 self.topics["status"],
@@ -410,10 +412,25 @@ class Agent:
     # --- the worker ---------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Send telemetry when it is due (inline agents; the worker does this itself)."""
+        """Record the highest accepted version and send telemetry when it is due (inline
+        agents; the worker does both itself)."""
+        self._save_highest()
         if time.monotonic() >= self._next_telemetry:
             self._publish_telemetry()
             self._next_telemetry = time.monotonic() + self.config.telemetry_interval
+
+    def _save_highest(self) -> None:
+        """state.json's copy of the highest accepted version (a no-op when it is current):
+        current.npz holds it already, this only guards against a later loss of that file."""
+        try:
+            self.store.save_highest()
+        except OSError as error:
+            logger.warning(
+                "cannot record version %d in %s: %s",
+                self.store.highest_version,
+                self.store.state_path,
+                error.strerror or error,
+            )
 
     def _work(self) -> None:
         lower_thread_priority()
@@ -482,15 +499,8 @@ class Agent:
         # before the bookkeeping: the pusher is waiting for it
         self._report(policy.version, policy.sha256, "applied", probation.skipped)
         self.applied_updates += 1
-        try:  # current.npz holds the version already: this only guards a later loss of it
-            self.store.save_highest()
-        except OSError as error:
-            logger.warning(
-                "cannot record version %d in %s: %s",
-                policy.version,
-                self.store.state_path,
-                error.strerror or error,
-            )
+        if not self.inline:  # inline: in poll(), not before the host's next agent's payload
+            self._save_highest()
         self._refresh_will()
         logger.info(
             "applied policy version %d (sha256 %s...) from %s in %.1f ms; was version %d",

@@ -122,3 +122,35 @@ def test_a_rollback_the_disk_refuses_still_takes_the_bad_policy_off(
         assert "No space left on device" in status["last_update"]["reason"]
     finally:
         device.stop()
+
+
+def test_an_inline_agent_records_the_highest_version_in_poll(tmp_path, broker, keys):
+    """Inline agents (many per thread: bench/mqtt.py's fleet) leave the state.json write to
+    poll(), so one device's extra fsyncs do not delay the next device's update."""
+    from runtime.agent import Agent, AgentConfig
+    from runtime.mqtt import broker_settings
+    from runtime.policy import parse_policy
+    from runtime.signing import load_public_key
+    from runtime.slot import PolicySlot
+    from runtime.state import StateStore, Stored
+    from tests.ota_support import activate
+
+    key, pub = keys
+    store = StateStore(tmp_path / "state", public_key=load_public_key(pub))
+    store.load()
+    initial = signed_policy(5, key)
+    store.startup_choice(Stored(parse_policy(initial), initial))
+    agent = Agent(
+        AgentConfig(device_id="inline-1", topic_prefix=PREFIX, telemetry_interval=3600),
+        broker_settings(broker.url),
+        PolicySlot(activate(parse_policy(initial))),
+        activate,
+        store,
+        public_key=load_public_key(pub),
+        inline=True,
+    )
+    agent._handle_payload(f"{PREFIX}/devices/inline-1/policy", signed_policy(7, key), False)
+    assert agent.slot.active.policy.version == 7
+    assert json.loads(store.state_path.read_text())["highest_version"] == 5
+    agent.poll()
+    assert json.loads(store.state_path.read_text())["highest_version"] == 7
