@@ -484,5 +484,7 @@ def warn_unknown_variable(name: str) -> None:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    """The one error line: control characters (a newline in a file name) shown escaped."""
+    line = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+    print(f"{PROG}: error: {line}", file=sys.stderr)
     return code

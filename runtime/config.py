@@ -166,7 +166,7 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             c.plant in PLANTS or is_plant_reference(c.plant),
             f"one of {', '.join(PLANTS)}, or module:Class for your own plant",
         ),
-        ("env", isinstance(c.env, str) and c.env != "", "a Gymnasium environment id"),
+        ("env", _text(c.env), "a Gymnasium environment id"),
         (
             "hz",
             _is_number(c.hz) and (c.hz == 0 or MIN_HZ <= c.hz <= MAX_HZ),
@@ -206,7 +206,13 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
 
 
 def _optional_str(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value != "")
+    return value is None or _text(value)
+
+
+def _text(value: Any) -> bool:
+    """A non-empty string the OS can take as a path or a name (a NUL byte, possible in TOML,
+    made open() raise ValueError: exit 1 instead of this error)."""
+    return isinstance(value, str) and value != "" and "\0" not in value
 
 
 def _broker_url_ok(url: Any) -> bool:

@@ -113,3 +113,32 @@ def test_an_unknown_reinforce_edge_variable_is_warned_about(policy_path: Path, c
         "ignoring REINFORCE_EDGE_EPISODE: no such setting (did you mean REINFORCE_EDGE_EPISODES?)",
         "ignoring REINFORCE_EDGE_FLAVOUR: no such setting (REINFORCE_EDGE_ + an option's name)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('policy = "a\\u0000b"', "policy = 'a\\x00b' is not allowed: expected a file path"),
+        ('public_key = "k\\u0000"', "public_key = 'k\\x00' is not allowed: expected a file path"),
+        ('env = "CartPole-v1\\u0000"', "env = 'CartPole-v1\\x00' is not allowed: expected a Gym"),
+    ],
+)
+def test_a_nul_byte_in_a_path_from_toml_is_a_bad_value(
+    tmp_path: Path, policy_path: Path, capsys, toml, message
+) -> None:
+    # found by the audit: TOML can hold a NUL byte; open() then raised ValueError (exit 1)
+    config = tmp_path / "runtime.toml"
+    policy = "" if toml.startswith("policy") else f'policy = "{policy_path}"\n'
+    config.write_text(f"{policy}{toml}\n")
+    assert main(["--config", str(config)], environ={}) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_error_line_stays_one_line_for_a_file_name_with_a_newline(
+    tmp_path: Path, capsys
+) -> None:
+    name = str(tmp_path / "a\nb.npz")
+    assert main(["--policy", name], environ={}) == 2
+    err = capsys.readouterr().err
+    assert err == f"python -m runtime: error: {tmp_path}/a\\nb.npz: no such file\n"
