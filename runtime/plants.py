@@ -16,6 +16,7 @@ import math
 import numbers
 import operator
 import os
+import re
 import select
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -126,6 +127,11 @@ class CartPoleSim:
 # --- stdio: a line protocol for a bridge -----------------------------------------------
 
 MAX_LINE_BYTES = 4096
+# a number as C's printf/strtod and every language writes it; nan and inf are read (to be
+# refused as non-finite, with that message)
+DECIMAL = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf(?:inity)?)", re.I
+)
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # observations are float32, as the sim's are
 
 
@@ -213,10 +219,10 @@ class StdioPlant:
                 f"expected {self.obs_dim} floats (and optionally a reward) or 'done',"
                 f" got {_shorten(text)!r}"
             )
-        try:
-            values = [float(value) for value in fields]
-        except ValueError:
-            raise ValueError(f"not a number in {_shorten(text)!r}") from None
+        if not all(DECIMAL.fullmatch(value) for value in fields):  # not Python's float()
+            # syntax: it also takes "1_000", "infinity" and digits of every script
+            raise ValueError(f"not a number in {_shorten(text)!r}")
+        values = [float(value) for value in fields]
         if not all(math.isfinite(value) for value in values):
             raise ValueError(f"non-finite value in {_shorten(text)!r}")
         if any(abs(value) > FLOAT32_MAX for value in values):

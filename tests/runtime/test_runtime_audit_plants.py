@@ -198,3 +198,27 @@ def test_gymnasium_warnings_are_one_log_line_without_colour(policy_path, capsys,
     assert "\x1b[" not in err + caplog.text and "logger.deprecation(" not in err
     warned = [r.getMessage() for r in caplog.records if "out of date" in r.getMessage()]
     assert len(warned) == 1 and "\n" not in warned[0]
+
+
+def test_stdio_reads_decimal_numbers_only() -> None:
+    # found by the audit: float() took "1_0" as 10 and Arabic-Indic digits as numbers; a bridge
+    # in C, JavaScript or on a microcontroller never means those
+    import io
+
+    from runtime.plants import StdioPlant
+
+    lines = [
+        "1_0 0 0 0",  # Python-only syntax
+        "\u0661 0 0 0",  # an Arabic-Indic one
+        "0x1 0 0 0",
+        "Infinity 0 0 0",  # JavaScript's: read, then refused as non-finite
+        "-1.5e-3 +.5 5. 1E+3 0.25",  # printf's forms, with a reward
+    ]
+    stdin = io.BytesIO("\n".join(lines).encode() + b"\n")
+    plant = StdioPlant(stdin, io.BytesIO())
+    obs = plant.reset()
+    assert obs.tolist() == pytest.approx([-1.5e-3, 0.5, 5.0, 1000.0]) and plant.malformed == 4
+    plant = StdioPlant(io.BytesIO(b"1 2 3 4\n5 6 7 8 0.25\n"), io.BytesIO())
+    assert plant.reset().tolist() == [1.0, 2.0, 3.0, 4.0]
+    obs, reward, done = plant.step(1)
+    assert obs.tolist() == [5.0, 6.0, 7.0, 8.0] and reward == 0.25 and not done
