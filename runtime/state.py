@@ -181,7 +181,10 @@ class StateStore:
             else:
                 self.commit(best)
         self.highest_version = max(self.highest_version, best.policy.version)
-        self.save_highest()
+        try:  # only a backup of what the files hold: a full disk must not stop the start
+            self.save_highest()
+        except OSError as error:
+            logger.warning("cannot record the highest version in %s: %s", self.state_path, error)
         return best
 
     # --- updates ------------------------------------------------------------------

@@ -154,3 +154,29 @@ def test_an_inline_agent_records_the_highest_version_in_poll(tmp_path, broker, k
     assert json.loads(store.state_path.read_text())["highest_version"] == 5
     agent.poll()
     assert json.loads(store.state_path.read_text())["highest_version"] == 7
+
+
+def test_a_start_on_a_full_disk_still_runs_when_nothing_else_must_be_written(
+    tmp_path, keys, monkeypatch
+):
+    """The start-up copy of the highest version into state.json is a backup: ENOSPC there is a
+    warning, not a refusal to start (current.npz already holds the policy)."""
+    from runtime.policy import parse_policy
+    from runtime.signing import load_public_key
+    from runtime.state import StateStore, Stored
+
+    key, pub = keys
+    initial = signed_policy(5, key)
+    first = StateStore(tmp_path / "state", public_key=load_public_key(pub))
+    first.load()
+    first.startup_choice(Stored(parse_policy(initial), initial))
+    (tmp_path / "state" / "state.json").unlink()  # as written by a runtime before the audit
+
+    def disk_full(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(StateStore, "_write_state_file", disk_full)
+    again = StateStore(tmp_path / "state", public_key=load_public_key(pub))
+    again.load()
+    chosen = again.startup_choice(Stored(parse_policy(initial), initial))
+    assert chosen.policy.version == 5 and again.highest_version == 5
