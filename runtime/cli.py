@@ -337,7 +337,7 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
     )
     loop.listeners = listeners  # one list: services may append before the loop starts
     if isinstance(plant, StdioPlant):
-        plant.should_stop = lambda: loop.stop_requested
+        plant.should_stop = loop.interrupted  # a signal, or --duration over, while waiting
     runtime = Runtime(config, config.policy, plant, slot, loop, listeners)
     log.info(
         "running policy v%d (hidden %d) on %s at %s with the %s backend",

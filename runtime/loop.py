@@ -183,6 +183,7 @@ class ControlLoop:
         self.stop_reason: str | None = None
         self._watchdog_ns = 0
         self._next_watchdog = 0
+        self._end_ns: int | None = None
 
     def stop(self, reason: str = "signal") -> None:
         """Ask the loop to stop at the end of the current step (safe from signal handlers)."""
@@ -193,13 +194,20 @@ class ControlLoop:
     def stop_requested(self) -> bool:
         return self.stop_reason is not None
 
+    def interrupted(self) -> bool:
+        """For a plant that waits on I/O (stdio's `should_stop`): True once a stop is requested
+        or the run's duration is over, which a quiet bridge would otherwise outlast."""
+        if self.stop_reason is None and self._end_ns is not None and self.clock() >= self._end_ns:
+            self.stop("duration")
+        return self.stop_reason is not None
+
     def run(self) -> LoopSummary:
         stats, clock, period = self.stats, self.clock, self.period_ns
         notifier = self.notifier
         self._watchdog_ns = getattr(notifier, "watchdog_interval_ns", 0) if notifier else 0
         stats.policy_version = self.slot.active.policy.version
         start = stats.started_ns = clock()
-        end = start + self.duration_ns if self.duration_ns is not None else None
+        end = self._end_ns = start + self.duration_ns if self.duration_ns is not None else None
         deadline = self._next_watchdog = start
         ready_sent = False
         episode_ns: deque = deque(maxlen=EPISODE_LATENCY_WINDOW)

@@ -101,3 +101,31 @@ def test_a_signal_during_the_last_period_keeps_its_reason() -> None:
     loop.sleep = sleep
     summary = loop.run()
     assert summary.stopped_by == "SIGTERM" and summary.duration_s == 0.3
+
+
+def test_duration_ends_a_run_waiting_on_a_quiet_stdio_bridge() -> None:
+    # found by the audit: --plant stdio --duration 1 ran until the bridge closed its output
+    # (the plant waited for a line and only checked for signals)
+    import itertools
+    import os
+    import threading
+
+    from runtime.plants import StdioPlant
+
+    read_end, write_end = os.pipe()  # a bridge that says nothing (for 5 s: then it closes)
+    closed = []
+    bridge_gives_up = threading.Timer(5.0, lambda: closed.append(os.close(write_end)))
+    bridge_gives_up.start()
+    try:
+        with open(read_end, "rb", buffering=0) as infile, open(os.devnull, "wb") as outfile:
+            plant = StdioPlant(infile, outfile, poll_seconds=0.001)
+            clock = itertools.count(1_000_000_000, 100_000_000).__next__  # 0.1 s per read
+            loop = ControlLoop(plant, slot(), hz=0, duration=0.5, seed=0, clock=clock)
+            plant.should_stop = loop.interrupted
+            summary = loop.run()
+    finally:
+        bridge_gives_up.cancel()
+        bridge_gives_up.join()
+        if not closed:
+            os.close(write_end)
+    assert summary.stopped_by == "duration" and summary.decisions == 0
