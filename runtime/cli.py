@@ -463,7 +463,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return run(config)
     except (UsageError, ConfigError, PolicyError, BackendError, PlantError) as error:
         return fail(str(error), EXIT_USAGE)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C while starting, or a second signal inside a plant step
+        log.warning("interrupted: stopped without finishing the current step")
         return EXIT_INTERRUPTED
     except Exception as error:  # one line for the operator; the traceback at debug level
         log.debug("failure", exc_info=True)

@@ -222,3 +222,22 @@ def test_stdio_reads_decimal_numbers_only() -> None:
     assert plant.reset().tolist() == [1.0, 2.0, 3.0, 4.0]
     obs, reward, done = plant.step(1)
     assert obs.tolist() == [5.0, 6.0, 7.0, 8.0] and reward == 0.25 and not done
+
+
+def test_a_second_signal_inside_a_stuck_step_says_so(policy_path, plants, caplog) -> None:
+    # found by the audit: two SIGTERMs to a runtime whose plant hung in step() exited 130
+    # without a word
+    import os
+    import signal
+
+    module = __import__(plants)
+
+    class Stuck(module.Base):
+        def step(self, action):
+            os.kill(os.getpid(), signal.SIGTERM)  # the service manager's stop...
+            os.kill(os.getpid(), signal.SIGTERM)  # ...and the operator's second one
+            return super().step(action)
+
+    module.Stuck = Stuck
+    assert run(policy_path, f"{plants}:Stuck") == 130
+    assert "interrupted: stopped without finishing the current step" in caplog.text
