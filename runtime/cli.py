@@ -317,6 +317,8 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
 
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
+    if config.plant != "gym" and config.env != RuntimeConfig.env:
+        log.warning("env %r is ignored: it names the environment of --plant gym", config.env)
     plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)
     policy = load_checked_policy(config, plant.obs_dim)
     slot = PolicySlot(make_active(policy, config.backend, config.policy))

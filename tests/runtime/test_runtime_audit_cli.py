@@ -142,3 +142,13 @@ def test_the_error_line_stays_one_line_for_a_file_name_with_a_newline(
     assert main(["--policy", name], environ={}) == 2
     err = capsys.readouterr().err
     assert err == f"python -m runtime: error: {tmp_path}/a\\nb.npz: no such file\n"
+
+
+def test_an_env_without_the_gym_plant_is_warned_about(policy_path: Path, caplog) -> None:
+    # found by the audit: --env Acrobot-v1 with the default sim plant ran CartPole silently
+    args = ["--policy", str(policy_path), "--hz", "0", "--episodes", "1"]
+    assert main([*args, "--env", "Acrobot-v1"], environ={}) == 0
+    assert "env 'Acrobot-v1' is ignored: it names the environment of --plant gym" in caplog.text
+    caplog.clear()
+    assert main([*args, "--env", "CartPole-v1"], environ={}) == 0
+    assert "is ignored" not in caplog.text
