@@ -220,10 +220,13 @@ def start_services(runtime: Runtime) -> list[Any]:
 class Reporter:
     """Prints a line (or a JSON object) per episode and the summary."""
 
-    def __init__(self, stream: TextIO, as_json: bool) -> None:
+    def __init__(self, stream: TextIO | None, as_json: bool) -> None:
         self.stream = stream
         self.as_json = as_json
         self.closed = False  # the reader went away (`| head`): reporting stops, control goes on
+        if stream is None:  # started with the stream closed (`>&-`)
+            self.closed = True
+            log.warning("the report's stream is closed: no episode reports")
 
     def on_episode(self, result: EpisodeResult) -> None:
         if self.as_json:
@@ -257,6 +260,9 @@ class Reporter:
         except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
             self.closed = True
             log.warning("the report's reader closed its end: no more episode reports")
+        except OSError as error:  # a full disk, /dev/full: the controller keeps going
+            self.closed = True
+            log.warning("cannot write the reports (%s): no more episode reports", error)
             try:  # so that the interpreter's final flush of the stream cannot fail either
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self.stream.fileno())
@@ -315,8 +321,9 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
     from runtime.plants import StdioPlant, make_plant
     from runtime.slot import PolicySlot
 
-    stdin = stdin if stdin is not None else sys.stdin.buffer
-    stdout = stdout if stdout is not None else sys.stdout.buffer
+    # None when the process was started with the stream closed (`<&-`, `>&-`)
+    stdin = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+    stdout = stdout if stdout is not None else getattr(sys.stdout, "buffer", None)
     if config.plant != "gym" and config.env != RuntimeConfig.env:
         log.warning("env %r is ignored: it names the environment of --plant gym", config.env)
     plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)

@@ -376,6 +376,10 @@ def make_plant(
     if name == "sim":
         return CartPoleSim()
     if name == "stdio":
+        if stdin is None or stdout is None:
+            closed = "input" if stdin is None else "output"
+            raise PlantError(f"the stdio plant talks to its bridge on standard input and output,"
+                             f" but standard {closed} is closed")  # fmt: skip
         return StdioPlant(stdin, stdout, should_stop=should_stop)
     if name == "gym":
         return GymPlant(env_id)

@@ -152,3 +152,52 @@ def test_an_env_without_the_gym_plant_is_warned_about(policy_path: Path, caplog)
     caplog.clear()
     assert main([*args, "--env", "CartPole-v1"], environ={}) == 0
     assert "is ignored" not in caplog.text
+
+
+def test_a_full_disk_under_the_reports_stops_the_reports_not_the_run(policy_path: Path) -> None:
+    # found by the audit: `> /dev/full` logged a traceback per episode and ended in exit 1
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["--policy", str(policy_path), "--hz", "0", "--episodes", "3"]
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "runtime", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            cwd=root,
+            timeout=60,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 0 and "Traceback" not in err
+    assert err.count("cannot write the reports ([Errno 28] No space left on device)") == 1
+
+
+def test_closed_standard_streams(policy_path: Path) -> None:
+    # found by the audit: with stdout closed (`>&-`) even the sim plant failed with
+    # "AttributeError: 'NoneType' object has no attribute 'buffer'" (exit 1)
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+
+    def start(fd: int, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "runtime", "--policy", str(policy_path), "--hz", "0", *extra],
+            stderr=subprocess.PIPE,
+            cwd=root,
+            timeout=60,
+            preexec_fn=lambda: os.close(fd),
+        )
+
+    done = start(1, "--episodes", "2")
+    assert done.returncode == 0 and b"the report's stream is closed" in done.stderr
+    for fd, name in ((0, "input"), (1, "output")):
+        done = start(fd, "--plant", "stdio")
+        assert done.returncode == 2
+        assert done.stderr.decode().endswith(
+            "python -m runtime: error: the stdio plant talks to its bridge on standard input"
+            f" and output, but standard {name} is closed\n"
+        )
