@@ -25,6 +25,7 @@ from runtime.config import (
     LOG_LEVELS,
     PLANTS,
     ConfigError,
+    RefusePassword,
     RuntimeConfig,
     allowed,
     build_config,
@@ -165,6 +166,7 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", metavar="PEM", help="client private key for mqtts://")
     group.add_argument("--username", help="broker user name (password: env or --password-file)")
     group.add_argument("--password-file", metavar="FILE", help="file holding the password")
+    group.add_argument("--password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
     group.add_argument(
         "--probation-episodes",
         type=number("probation_episodes", int),

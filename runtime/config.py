@@ -12,6 +12,7 @@ add a line to `_checks`; the environment variable, the file key and the error me
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -73,6 +74,17 @@ def parse_optional_str(text: str) -> str | None:
 def setting(default: Any, help: str, parse: Callable[[str], Any] = str) -> Any:
     """A config field: its default, its help line and how to read it from text."""
     return field(default=default, metadata={"help": help, "parse": parse})
+
+
+class RefusePassword(argparse.Action):
+    """`--password` is refused without echoing its value (argparse would otherwise take it as an
+    abbreviation of --password-file and print the password in 'cannot read' errors)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(
+            f"{option_string} is not accepted: a password on the command line shows in the"
+            f" process list; use {ENV_MQTT_PASSWORD} or --password-file"
+        )
 
 
 @dataclass(frozen=True, eq=False)  # no ==: one generated method fewer at each start

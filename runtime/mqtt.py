@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runtime.config import RefusePassword
 from runtime.constants import DEFAULT_TOPIC_PREFIX, ENV_MQTT_PASSWORD, MQTT_KEEPALIVE_S
 
 SCHEME_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -163,17 +164,6 @@ def broker_settings(
         username=username,
         password=read_password(password_file),
     )
-
-
-class RefusePassword(argparse.Action):
-    """`--password` is refused without echoing its value (argparse would otherwise take it as an
-    abbreviation of --password-file and print the password in 'cannot read' errors)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        parser.error(
-            f"{option_string} is not accepted: a password on the command line shows in the"
-            f" process list; use {ENV_MQTT_PASSWORD} or --password-file"
-        )
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:

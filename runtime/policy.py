@@ -441,7 +441,11 @@ def _meta_json(array: np.ndarray) -> str:
             f"meta must be a 0-d unicode array, got {array.dtype} shape {array.shape}"
         )
     text = str(array[()])
-    if len(text.encode("utf-8")) > MAX_META_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # UTF-32 in the .npy can hold what UTF-8 cannot
+        raise PolicyError("meta is not valid Unicode text (a lone surrogate)") from None
+    if size > MAX_META_BYTES:
         raise PolicyError(f"meta is larger than {MAX_META_BYTES} bytes")
     return text
 

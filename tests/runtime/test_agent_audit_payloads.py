@@ -73,10 +73,24 @@ def test_a_lone_surrogate_in_meta_is_a_rejection_not_a_worker_crash(device, watc
     watcher.publish(f"{PREFIX}/devices/dev-1/policy", payload)
     status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
     last = status["last_update"]
-    assert last["result"] == "rejected" and "not a readable policy.npz" in last["reason"]
-    assert "surrogate" in last["reason"]
+    assert last["result"] == "rejected" and "lone surrogate" in last["reason"]
     assert device.slot.active.policy.version == 5 and files(device.state_dir) == before
     assert device.agent.rejected_updates == 1
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_whatever_else_the_parser_trips_on_is_a_rejection(device, watcher, caplog, monkeypatch):
+    def trips(*args, **kwargs):
+        raise KeyError("a parser bug")
+
+    monkeypatch.setattr("runtime.updates.parse_policy", trips)
+    caplog.set_level(logging.WARNING, logger="runtime.agent")
+    payload = raw_npz(_entries(6))
+    watcher.publish(f"{PREFIX}/devices/dev-1/policy", payload)
+    status = watcher.wait_for(update_result(hashlib.sha256(payload).hexdigest()))
+    last = status["last_update"]
+    assert last["result"] == "rejected" and "not a readable policy.npz: KeyError" in last["reason"]
+    assert device.slot.active.policy.version == 5
     assert not any(record.exc_info for record in caplog.records)
 
 

@@ -86,6 +86,10 @@ BAD_FILES = {
         "W2 has shape (3,)",
     ),
     "missing key": (npz_with({"W1": PARAMS["W1"], "W2": PARAMS["W2"]}), "archive entries"),
+    "lone surrogate in meta": (  # UTF-32 in the .npy holds it, UTF-8 cannot
+        npz_with({"W1": PARAMS["W1"], "W2": PARAMS["W2"], "meta": np.array('{"notes": "\ud800"}')}),
+        "meta is not valid Unicode text",
+    ),
     "wrong dtype": (
         npz_with(
             {"W1": PARAMS["W1"].astype(np.float64), "W2": PARAMS["W2"], "meta": np.array("{}")}
@@ -182,3 +186,10 @@ def test_a_device_or_a_pipe_instead_of_a_file(tmp_path: Path, capsys) -> None:
             assert main(args, environ={}) == 2
             err = capsys.readouterr().err
             assert "not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_password_on_the_command_line_is_refused_without_echoing_it(tmp_path, capsys) -> None:
+    # argparse would take --password as an abbreviation of --password-file and print the value
+    for argv in (["--password", "hunter2"], ["--password=hunter2"], ["--password"]):
+        code, err = run(tmp_path, GOOD, capsys, "--broker", "mqtt://127.0.0.1:1", *argv)
+        assert code == 2 and "--password is not accepted" in err and "hunter2" not in err
