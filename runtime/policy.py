@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,16 @@ ZIP_MAX_COMMENT = 0xFFFF
 ZIP_MAX_ENTRIES = 16  # a policy.npz has 3 or 4
 ZIP_ENCRYPTED, ZIP_UTF8_NAMES = 0x1, 0x800  # general purpose flag bits
 ZIP_STORED = 0  # compression method: none
+# The .npy header as np.lib.format.write_array writes it (every NumPy since 1.9), read with a
+# regex: NumPy's reader runs ast.literal_eval, half the time of parsing a whole policy (README,
+# Performance). Any other header goes to NumPy's reader, which decides.
+NPY_V1_MAGIC = b"\x93NUMPY\x01\x00"
+NPY_V1_HEADER_START = 10  # magic, version, u16le header length
+NPY_MAX_HEADER = 10_000  # NumPy's own limit (max_header_size) before it refuses to parse
+NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=]?[a-zA-Z][0-9]{0,5})', 'fortran_order': (False|True),"
+    rb" 'shape': \(((?:[0-9]{1,18}, )*[0-9]{1,18},?|)\), \} *\n"
+)
 
 
 class PolicyError(ValueError):
@@ -393,23 +404,16 @@ def _zip_entry(data: bytes, entry: tuple, limit: int) -> bytes:
 
 def _read_npy(name: str, raw: bytes) -> np.ndarray:
     """Parse one .npy entry without trusting its header: no pickles, shape must match bytes."""
-    buffer = io.BytesIO(raw)
     try:
-        version = np.lib.format.read_magic(buffer)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran_order, dtype = read_header(buffer)
-    except (ValueError, SyntaxError, TypeError, EOFError) as error:
+        shape, fortran_order, dtype, offset = _npy_header(raw)
+    except Exception as error:  # noqa: BLE001 - NumPy's header reader on untrusted bytes can
+        # raise more than ValueError/SyntaxError (tokenize.TokenError on a damaged header)
         raise PolicyError(f"entry {name} is not a valid .npy array: {error}") from None
     if dtype.hasobject:
         raise PolicyError(f"entry {name} holds Python objects (pickled data is refused)")
     if len(shape) > 2 or any(dim < 0 for dim in shape):
         raise PolicyError(f"entry {name} has an unexpected shape {shape}")
-    payload = raw[buffer.tell() :]
+    payload = raw[offset:]
     expected = math.prod(shape) * dtype.itemsize
     if len(payload) != expected:
         raise PolicyError(
@@ -418,6 +422,27 @@ def _read_npy(name: str, raw: bytes) -> np.ndarray:
         )
     order = "F" if fortran_order else "C"
     return np.frombuffer(payload, dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _npy_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of a .npy entry (the header untrusted)."""
+    end = NPY_V1_HEADER_START + int.from_bytes(raw[8:NPY_V1_HEADER_START], "little")
+    if raw[:8] == NPY_V1_MAGIC and end - NPY_V1_HEADER_START <= NPY_MAX_HEADER:
+        match = NPY_HEADER.fullmatch(raw, NPY_V1_HEADER_START, end)
+        if match is not None:
+            descr, fortran_order, dims = match.groups()
+            shape = tuple(int(dim) for dim in dims.split(b",") if dim)
+            return shape, fortran_order == b"True", np.dtype(descr.decode("ascii")), end
+    buffer = io.BytesIO(raw)
+    version = np.lib.format.read_magic(buffer)
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, fortran_order, dtype = read_header(buffer)
+    return shape, fortran_order, dtype, buffer.tell()
 
 
 def _check_weights(w1: np.ndarray, w2: np.ndarray, obs_dim: int) -> None:
