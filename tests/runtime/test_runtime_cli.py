@@ -42,6 +42,24 @@ def run_blocked(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_policy_the_trainer_made_balances_to_500_without_heavy_modules(tmp_path: Path) -> None:
+    pytest.importorskip("gymnasium")  # the trainer's final greedy check and its plot need them
+    pytest.importorskip("matplotlib")
+    run_dir = tmp_path / "run"
+    trained = subprocess.run(
+        [sys.executable, "-m", "trainer", "--seed", "3", "--out", str(run_dir), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert trained.returncode == 0, trained.stderr
+    policy = run_dir / "policy.npz"
+    done = run_blocked("--policy", str(policy), "--episodes", "5", "--seed", "11", "--hz", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("return 500 in 500 steps") == 5, done.stdout
+
+
 def test_balances_to_500_without_heavy_modules(policy_path: Path) -> None:
     done = run_blocked("--policy", str(policy_path), "--episodes", "3", "--hz", "0", "--json")
     assert done.returncode == 0, done.stderr
