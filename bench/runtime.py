@@ -16,7 +16,7 @@
    the machine's noise, on a list of 1-D float32 observations (what a plant hands the loop).
    Median: per-call time of batches of calls; p99: single calls timed with `perf_counter_ns`,
    minus the median cost of reading the clock twice. An empty callable in the same harness shows
-   the harness's own share of every median, and the three NumPy calls of the fused path timed
+   the harness's own share of every median, and the NumPy calls of the fused path timed
    alone (timeit) show the floor of any NumPy decision function.
 3. Loop jitter: the control loop at 100 Hz on the sim for S seconds: how late each step wakes
    after its deadline (p50, p99, max) and the overruns.
@@ -335,12 +335,13 @@ def numpy_floor_ns(hidden: int = 128, number: int = 20_000, repeat: int = 7) -> 
     NumPy decision function (median of `repeat` timeit runs of `number` calls)."""
     rng = np.random.default_rng(hidden)
     w1t = np.ascontiguousarray(rng.standard_normal((4, hidden)), dtype=np.float32)
-    w2 = rng.standard_normal(hidden).astype(np.float32)
+    w2_row = rng.standard_normal((1, hidden)).astype(np.float32)
     hidden_buffer = np.empty(hidden, dtype=np.float32)
     names = {
         "obs": rng.standard_normal(4).astype(np.float32),
         "w1t": w1t,
-        "w2": w2,
+        "w2_row": w2_row,
+        "logit_out": np.empty(1, dtype=np.float32),
         "hidden": hidden_buffer,
         "zeros": np.zeros_like(hidden_buffer),
         "into_hidden": (hidden_buffer,),
@@ -349,7 +350,8 @@ def numpy_floor_ns(hidden: int = 128, number: int = 20_000, repeat: int = 7) -> 
     calls = (
         "obs.dot(w1t, hidden)",
         "maximum(hidden, zeros, out=into_hidden)",
-        "float(hidden.dot(w2))",
+        "w2_row.dot(hidden, logit_out)",
+        "logit_out.item()",
     )
     floor = {}
     for call in calls:
