@@ -25,7 +25,7 @@ def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
     }
     assert all(r["median_us"] > 0 and r["p99_us"] > 0 for r in rows)
     floor = bench.numpy_floor_ns(number=100, repeat=2)
-    assert len(floor) == 3 and all(ns > 0 for ns in floor.values())
+    assert len(floor) == 4 and all(ns > 0 for ns in floor.values())
     path, _ = bench.make_policy(tmp_path, 128, False)
     site = bench.install_like_a_device(tmp_path)
     assert list((site / "runtime" / "__pycache__").glob("cli.*.pyc"))
