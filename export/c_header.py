@@ -130,7 +130,7 @@ static inline float policy_prob(const float obs[POLICY_OBS_DIM])
     for (i = 0; i < POLICY_HIDDEN; ++i) {{
         POLICY_ACCUMULATOR h = 0;
         for (j = 0; j < POLICY_OBS_DIM; ++j) {{
-            h += (POLICY_ACCUMULATOR)policy_w1[i][j] * obs[j];
+            h += (POLICY_ACCUMULATOR)policy_w1[i][j] * (POLICY_ACCUMULATOR)obs[j];
         }}
         if (h > 0) {{ /* relu */
             logit += (POLICY_ACCUMULATOR)policy_w2[i] * h;

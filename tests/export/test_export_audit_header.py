@@ -1,7 +1,10 @@
-"""Audit of issue 3 (C header): meta strings cannot escape the header's comment."""
+"""Audit of issue 3 (C header): meta strings cannot escape the header's comment, and the
+header compiles under the stricter flags embedded projects use."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,10 @@ import pytest
 
 from export.c_header import comment_text
 from export.cli import main
+from export.parity import GCC_FLAGS
 from runtime.policy import init_params, make_meta, save_policy
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
 HOSTILE_ENV_IDS = [
     "x */ static const float injected[1] = {1.0f}; /*",  # compiled cleanly before the fix
@@ -42,3 +48,20 @@ def test_any_env_id_stays_inside_the_header_comment(tmp_path: Path, env_id: str)
     first_comment = header[: header.index("*/") + 2]
     assert header.startswith("/*") and "policy for " in first_comment
     assert "injected" not in header[len(first_comment) :]
+
+
+@needs_gcc
+def test_header_compiles_with_double_promotion_and_conversion_warnings(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """-Wdouble-promotion is common on single-precision FPUs: the double sums must be explicit."""
+    assert main([str(run_dir), "--c"]) == 0
+    shutil.copy(run_dir / "dist" / "policy.h", tmp_path / "policy.h")
+    (tmp_path / "use.c").write_text(
+        '#include "policy.h"\nint main(void) { float o[4] = {0}; return policy_action(o); }\n'
+    )
+    extra = ["-pedantic", "-Wdouble-promotion", "-Wconversion", "-Wshadow", "-Wundef"]
+    for accumulator in ([], ["-DPOLICY_ACCUMULATOR=float"]):
+        command = ["gcc", *GCC_FLAGS, *extra, *accumulator, "-c", "use.c", "-o", "use.o"]
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
