@@ -96,6 +96,8 @@ class ExportResult:
 def export_policy(config: ExportConfig) -> ExportResult:
     """Write the artifacts of `config`; InputError for bad input, Failure for parity."""
     policy_path, default_out = resolve_source(config.source)
+    out_dir = Path(config.out) if config.out is not None else default_out
+    refuse_overwriting_source(policy_path, out_dir)
     try:
         source = load_policy(policy_path)
     except PolicyError as error:
@@ -103,7 +105,6 @@ def export_policy(config: ExportConfig) -> ExportResult:
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
     artifacts = render_artifacts(policy, config.onnx, config.c, source.sha256)
-    out_dir = Path(config.out) if config.out is not None else default_out
     return write_artifacts(out_dir, source, policy, artifacts)
 
 
@@ -118,6 +119,20 @@ def resolve_source(source: Path) -> tuple[Path, Path]:
     if not source.exists():
         raise InputError(f"{source}: no such run directory or policy file")
     return source, source.parent / DIST_DIR
+
+
+def refuse_overwriting_source(policy_path: Path, out_dir: Path) -> None:
+    """The export must leave its input as it was: --out cannot be the source's directory."""
+    target = out_dir / POLICY_FILE
+    try:  # the same file also through a symlink or another spelling of the path
+        same = os.path.samefile(target, policy_path)
+    except OSError:  # e.g. RUN/new/..: the path goes through a directory not made yet
+        same = os.path.realpath(target) == os.path.realpath(policy_path)
+    if same:
+        raise InputError(
+            f"--out {out_dir} holds the source {policy_path}, which the export would replace;"
+            " choose another output directory"
+        )
 
 
 def exported_policy(source: Policy, version: int | None, private_key: Any | None) -> Policy:

@@ -1,0 +1,65 @@
+"""Audit of issue 3 (command line): the export leaves its input untouched and reads
+--version as a plain decimal number."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from export.cli import main
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        lambda run: run,  # the run directory itself
+        lambda run: run / ".",
+        lambda run: run / "dist" / "..",
+        lambda run: run.parent / "link",  # a symlink to it
+    ],
+)
+def test_out_holding_the_source_is_refused_and_the_source_kept(
+    run_dir: Path, capsys, out, keys
+) -> None:
+    (run_dir.parent / "link").symlink_to(run_dir)
+    before = digest(run_dir / "policy.npz")
+    code = main(
+        [
+            str(run_dir),
+            "--all",
+            "--version",
+            "99",
+            "--sign",
+            str(keys[0]),
+            "--out",
+            str(out(run_dir)),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "holds the source" in err, err
+    assert digest(run_dir / "policy.npz") == before
+    assert sorted(p.name for p in run_dir.iterdir()) == ["policy.npz"]
+
+
+def test_a_policy_file_exported_into_its_own_directory_is_refused(run_dir: Path, capsys) -> None:
+    assert main([str(run_dir), "--version", "3"]) == 0
+    dist = run_dir / "dist"
+    before = {p.name: digest(p) for p in dist.iterdir()}
+    assert main([str(dist / "policy.npz"), "--version", "4", "--out", str(dist)]) == 2
+    assert "holds the source" in capsys.readouterr().err
+    assert {p.name: digest(p) for p in dist.iterdir()} == before
+
+
+def test_a_differently_named_source_may_share_the_output_directory(run_dir: Path) -> None:
+    renamed = run_dir / "trained.npz"
+    (run_dir / "policy.npz").rename(renamed)
+    before = digest(renamed)
+    assert main([str(renamed), "--out", str(run_dir)]) == 0
+    assert digest(renamed) == before and (run_dir / "policy.npz").is_file()
