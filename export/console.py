@@ -27,11 +27,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer in 1..2**63-1, written in decimal."""
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    """argparse type: an integer in 1..2**63-1, written with the digits 0-9 only.
+
+    int() alone also takes '5_0' (50) and other scripts' digits ('٥' is 5), which no
+    version a user means to type looks like.
+    """
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    value = int(digits, 10)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     if value > INT64_MAX:

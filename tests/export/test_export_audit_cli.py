@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from export.cli import main
+from runtime.policy import load_policy
 
 
 def digest(path: Path) -> str:
@@ -63,3 +64,17 @@ def test_a_differently_named_source_may_share_the_output_directory(run_dir: Path
     before = digest(renamed)
     assert main([str(renamed), "--out", str(run_dir)]) == 0
     assert digest(renamed) == before and (run_dir / "policy.npz").is_file()
+
+
+@pytest.mark.parametrize("version", ["5_0", "٥", "１２", "+5", "0x10", "5 5", "²"])
+def test_version_must_be_plain_decimal_digits(run_dir: Path, capsys, version: str) -> None:
+    assert main([str(run_dir), "--version", version]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be a positive integer" in err
+    assert not (run_dir / "dist").exists()
+
+
+@pytest.mark.parametrize(("version", "expected"), [("42", 42), (" 7 ", 7), ("007", 7)])
+def test_version_in_decimal_is_taken(run_dir: Path, version: str, expected: int) -> None:
+    assert main([str(run_dir), "--version", version]) == 0
+    assert load_policy(run_dir / "dist" / "policy.npz").version == expected
