@@ -115,10 +115,18 @@ def resolve_source(source: Path) -> tuple[Path, Path]:
         policy_path = source / POLICY_FILE
         if not policy_path.exists():
             raise InputError(f"{source}: no {POLICY_FILE} in this run directory")
+        _require_regular_file(policy_path)
         return policy_path, source / DIST_DIR
     if not source.exists():
         raise InputError(f"{source}: no such run directory or policy file")
+    _require_regular_file(source)
     return source, source.parent / DIST_DIR
+
+
+def _require_regular_file(path: Path) -> None:
+    """A FIFO would block the read forever and /dev/zero never ends (its size reads as 0)."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise InputError(f"{path}: not a regular file, expected a policy.npz file")
 
 
 def refuse_overwriting_source(policy_path: Path, out_dir: Path) -> None:

@@ -65,6 +65,8 @@ def load_private_key(path: str | os.PathLike) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO would block
+        raise InputError(f"signing key {path}: not a regular file, expected a PEM file")
     try:
         data = path.read_bytes()
         mode = path.stat().st_mode

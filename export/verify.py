@@ -7,6 +7,8 @@ Exit 2: the file or the key cannot be read, or the key is not an Ed25519 public 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from export.console import InputError, Parser
@@ -26,6 +28,8 @@ def main(argv: list[str]) -> int:
         "--public-key", required=True, type=Path, metavar="PUB", help="signing.pub (PEM or raw)"
     )
     args = parser.parse_args(argv)
+    if args.public_key.exists() and not args.public_key.is_dir() and not args.public_key.is_file():
+        raise InputError(f"public key {args.public_key}: not a regular file")  # a FIFO blocks
     try:
         key = load_public_key(args.public_key)
     except (PolicyError, ValueError) as error:
@@ -48,10 +52,19 @@ def main(argv: list[str]) -> int:
 
 def read_limited(path: Path, limit: int = DEFAULT_MAX_POLICY_BYTES) -> bytes:
     """The file's bytes, or at most limit + 1 of them (parse_policy then refuses the size)."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(limit + 1)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a policy.npz file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{path}: {what}, expected a policy.npz file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return handle.read(limit + 1)
+        except OSError as error:
+            raise InputError(f"{path}: cannot read: {error.strerror or error}") from None

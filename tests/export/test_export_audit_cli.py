@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,42 @@ def test_version_must_be_plain_decimal_digits(run_dir: Path, capsys, version: st
 def test_version_in_decimal_is_taken(run_dir: Path, version: str, expected: int) -> None:
     assert main([str(run_dir), "--version", version]) == 0
     assert load_policy(run_dir / "dist" / "policy.npz").version == expected
+
+
+def special_files(tmp_path: Path) -> list[Path]:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    return [fifo, Path("/dev/zero"), Path("/dev/null")]
+
+
+def test_a_fifo_or_device_as_source_is_refused_not_read(tmp_path: Path, capsys) -> None:
+    """A FIFO blocked export forever and /dev/zero (size 0 to stat) was read without end."""
+    for path in special_files(tmp_path):
+        assert main([str(path), "--c", "--out", str(tmp_path / "out")]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "policy.npz")
+    assert main([str(run), "--onnx"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (run / "dist").exists()
+
+
+def test_a_fifo_or_device_as_key_or_verified_file_is_refused(
+    tmp_path: Path, run_dir: Path, keys, capsys
+) -> None:
+    assert main([str(run_dir), "--sign", str(keys[0])]) == 0
+    signed = run_dir / "dist" / "policy.npz"
+    capsys.readouterr()
+    for path in special_files(tmp_path):
+        for argv in (
+            [str(run_dir), "--sign", str(path), "--out", str(tmp_path / "out")],
+            ["verify", str(path), "--public-key", str(keys[1])],
+            ["verify", str(signed), "--public-key", str(path)],
+        ):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "not a regular file" in err, (argv, err)
+    assert main(["verify", str(run_dir), "--public-key", str(keys[1])]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["verify", str(signed), "--public-key", str(keys[1])]) == 0
