@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from export.c_header import render_header
-from export.console import Failure, InputError, Parser, positive_int
+from export.console import Failure, InputError, Parser, path_arg, positive_int
 from export.keys import load_private_key, sign
 from export.onnx_graph import build_onnx
 from export.parity import ParityReport, check_parity
@@ -312,12 +312,14 @@ def parse_args(argv: list[str]) -> ExportConfig:
         epilog="Exit codes: 0 ok, 1 parity or writing failed, 2 bad usage or input, "
         "130 interrupted.",
     )
-    parser.add_argument("source", metavar="RUN_DIR_OR_POLICY", type=Path, help=helps["source"])
-    parser.add_argument("--out", type=Path, metavar="DIR", help=helps["out"])
+    parser.add_argument("source", metavar="RUN_DIR_OR_POLICY", type=path_arg, help=helps["source"])
+    parser.add_argument("--out", type=path_arg, metavar="DIR", help=helps["out"])
     parser.add_argument("--onnx", action="store_true", help=helps["onnx"])
     parser.add_argument("--c", action="store_true", help=helps["c"])
     parser.add_argument("--all", action="store_true", help="--onnx and --c")
-    parser.add_argument("--sign", type=Path, metavar="KEY", dest="sign_key", help=helps["sign_key"])
+    parser.add_argument(
+        "--sign", type=path_arg, metavar="KEY", dest="sign_key", help=helps["sign_key"]
+    )
     parser.add_argument("--version", type=positive_int, metavar="N", help=helps["version"])
     args = parser.parse_args(argv)
     return ExportConfig(

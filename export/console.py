@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure (a check did not pass), 2 bad usage or input, 130 in
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 INT64_MAX = 2**63 - 1  # ONNX model_version is an int64
@@ -24,6 +25,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise InputError(f"{self.prog}: {message} (see --help)")
+
+
+def path_arg(text: str) -> Path:
+    """argparse type: a path; an empty one (an unset shell variable) would mean '.'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a path, got {text!r}")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:

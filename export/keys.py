@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from export.console import InputError, Parser
+from export.console import InputError, Parser, path_arg
 from runtime.policy import atomic_write, signed_bytes
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ def keygen_main(argv: list[str]) -> int:
         description="Make an Ed25519 key pair: DIR/signing.key (private, PKCS8 PEM, mode 0600) "
         "and DIR/signing.pub (public, PEM; the only key a device needs).",
     )
-    parser.add_argument("--out", required=True, help="directory for signing.key and signing.pub")
+    parser.add_argument(
+        "--out", required=True, type=path_arg, help="directory for signing.key and signing.pub"
+    )
     args = parser.parse_args(argv)
     private_path, public_path = generate_keypair(args.out)
     print(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from export.console import InputError, Parser
+from export.console import InputError, Parser, path_arg
 from runtime.constants import DEFAULT_MAX_POLICY_BYTES
 from runtime.policy import PolicyError, parse_policy
 from runtime.signing import load_public_key, verify_policy
@@ -23,9 +23,9 @@ def main(argv: list[str]) -> int:
         description="Check that a policy.npz carries a valid Ed25519 signature from a public key. "
         "Exit 0 valid, 1 missing or wrong signature (or an altered file), 2 unreadable input.",
     )
-    parser.add_argument("file", metavar="FILE", type=Path, help="the policy.npz to check")
+    parser.add_argument("file", metavar="FILE", type=path_arg, help="the policy.npz to check")
     parser.add_argument(
-        "--public-key", required=True, type=Path, metavar="PUB", help="signing.pub (PEM or raw)"
+        "--public-key", required=True, type=path_arg, metavar="PUB", help="signing.pub (PEM or raw)"
     )
     args = parser.parse_args(argv)
     if args.public_key.exists() and not args.public_key.is_dir() and not args.public_key.is_file():

@@ -118,3 +118,27 @@ def test_a_fifo_or_device_as_key_or_verified_file_is_refused(
     assert main(["verify", str(run_dir), "--public-key", str(keys[1])]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert main(["verify", str(signed), "--public-key", str(keys[1])]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["{run}", "--out", ""],
+        ["", "--c"],
+        ["{run}", "--sign", " "],
+        ["keygen", "--out", ""],
+        ["verify", "", "--public-key", "{run}/policy.npz"],
+        ["verify", "{run}/policy.npz", "--public-key", ""],
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
+    run_dir: Path, tmp_path: Path, monkeypatch, capsys, argv: list[str]
+) -> None:
+    """`--out "$OUT"` with OUT unset wrote into the current directory (keygen: its keys)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main([arg.format(run=run_dir) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be a path" in err, err
+    assert list(cwd.iterdir()) == [] and not (run_dir / "dist").exists()
