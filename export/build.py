@@ -187,6 +187,7 @@ def write_artifacts(
 ) -> ExportResult:
     """Stage, check parity on the staged files, write the manifest, then rename into place."""
     created_out = _make_out_dir(out_dir)
+    _refuse_non_files(out_dir, [*artifacts, MANIFEST_FILE])
     try:  # the real test of writability: os.access says yes to root where writes are refused
         staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=out_dir))
     except OSError as error:
@@ -266,6 +267,14 @@ def _make_out_dir(out_dir: Path) -> bool:
     except OSError as error:
         raise InputError(f"cannot write to {out_dir}: {error.strerror or error}") from None
     return not existed
+
+
+def _refuse_non_files(out_dir: Path, names: list[str]) -> None:
+    """A directory where an artifact goes would fail its rename after the others were done."""
+    for name in names:
+        path = out_dir / name
+        if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+            raise InputError(f"{path} exists and is not a file; move it away and export again")
 
 
 def _discard(staging: Path | None, created_out: Path | None) -> None:

@@ -142,3 +142,21 @@ def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "must be a path" in err, err
     assert list(cwd.iterdir()) == [] and not (run_dir / "dist").exists()
+
+
+@pytest.mark.parametrize("name", ["policy.npz", "policy.onnx", "policy.h", "manifest.json"])
+def test_a_directory_where_an_artifact_goes_is_refused_before_any_rename(
+    run_dir: Path, tmp_path: Path, capsys, name: str
+) -> None:
+    """policy.npz was replaced, then the rename onto the directory failed: a new policy.npz
+    beside the old manifest, and 'no artifacts written' on stderr."""
+    out = tmp_path / "out"
+    assert main([str(run_dir), "--version", "1", "--out", str(out)]) == 0
+    (out / name).unlink(missing_ok=True)
+    (out / name).mkdir()
+    before = {p.name: (digest(p) if p.is_file() else "dir") for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([str(run_dir), "--version", "2", "--all", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a file" in err, err
+    assert {p.name: (digest(p) if p.is_file() else "dir") for p in out.iterdir()} == before
