@@ -14,8 +14,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -207,8 +210,9 @@ def write_artifacts(
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         atomic_write(staging / MANIFEST_FILE, manifest_bytes)
         files = [out_dir / name for name in [*artifacts, MANIFEST_FILE]]
-        for path in files:
-            os.replace(staging / path.name, path)
+        with signals_held():  # all renames or none: Ctrl-C lands after the last one
+            for path in files:
+                os.replace(staging / path.name, path)
         _fsync_dir(out_dir)
     except OSError as error:
         _discard(staging, out_dir if created_out else None)
@@ -305,9 +309,50 @@ def _remove_stale(out_dir: Path, artifacts: dict[str, bytes]) -> None:
 def main(argv: list[str]) -> int:
     """The default command: `python -m export RUN_DIR_OR_POLICY [flags]`."""
     config = parse_args(argv)
-    result = export_policy(config)
+    with terminate_as_interrupt():
+        result = export_policy(config)
     print_summary(result)
     return 0
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM are noted and raised as KeyboardInterrupt when the block ends.
+
+    Python-level handlers, not a signal mask: the mask is per thread and onnxruntime's or
+    BLAS's threads would still take the signal. A no-op off the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda s, f: noted.append(s)) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if noted:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, systemd, a CI timeout) cleans up like Ctrl-C: exit 130, no staging
+    directory or half-made output directory left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_args(argv: list[str]) -> ExportConfig:
