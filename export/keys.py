@@ -74,7 +74,7 @@ def load_private_key(path: str | os.PathLike) -> Any:
         raise InputError(f"signing key {path}: is a directory, expected a PEM file") from None
     except OSError as error:
         raise InputError(f"signing key {path}: cannot read: {error.strerror or error}") from None
-    if b"PUBLIC KEY" in data:
+    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:  # a file may hold both
         raise InputError(f"signing key {path}: is a public key; --sign needs the private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
