@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.console import InputError, Parser, path_arg
-from runtime.policy import atomic_write, signed_bytes
+from runtime.policy import signed_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,46 @@ def generate_keypair(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    written: list[Path] = []
     try:
-        atomic_write(private_path, private_pem, mode=0o600)
-        atomic_write(public_path, public_pem, mode=0o644)
+        for path, data, mode in (
+            (private_path, private_pem, 0o600),
+            (public_path, public_pem, 0o644),
+        ):
+            write_new(path, data, mode)
+            written.append(path)
+    except FileExistsError:  # another keygen got there between the check and now
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise InputError(f"{path} already exists; refusing to overwrite a key") from None
     except OSError as error:
-        private_path.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise InputError(f"cannot write keys to {out_dir}: {error.strerror or error}") from None
     return private_path, public_path
+
+
+def write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write a complete file at `path` that did not exist: FileExistsError if it does.
+
+    A temporary file is written (mode 0600 from the start), then hard-linked to its name:
+    unlike a rename, a link never replaces an existing file, so a key is never overwritten.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def load_private_key(path: str | os.PathLike) -> Any:

@@ -27,3 +27,33 @@ def test_a_pem_with_both_keys_signs(
 def test_a_public_key_alone_is_still_refused_for_signing(run_dir: Path, keys, capsys) -> None:
     assert main([str(run_dir), "--sign", str(keys[1])]) == 2
     assert "is a public key" in capsys.readouterr().err
+
+
+def test_keygen_never_replaces_a_key_that_appears_while_it_runs(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The existence check came first and the write renamed over the name: a key made by a
+    concurrent keygen in between was overwritten (its public key no longer matched)."""
+    import export.keys as keys_module
+
+    out = tmp_path / "keys"
+    out.mkdir()
+    real_write = keys_module.write_new
+
+    def racing_write(path: Path, data: bytes, mode: int) -> None:
+        if path.name == "signing.pub":
+            path.write_bytes(b"the other keygen's public key")
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(keys_module, "write_new", racing_write)
+    assert main(["keygen", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["signing.pub"]  # ours removed, theirs kept
+    assert (out / "signing.pub").read_bytes() == b"the other keygen's public key"
+
+
+def test_keygen_files_and_modes(tmp_path: Path) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "k")]) == 0
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["signing.key", "signing.pub"]
+    assert (tmp_path / "k" / "signing.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k" / "signing.pub").stat().st_mode & 0o777 == 0o644
