@@ -57,3 +57,20 @@ def test_keygen_files_and_modes(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["signing.key", "signing.pub"]
     assert (tmp_path / "k" / "signing.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k" / "signing.pub").stat().st_mode & 0o777 == 0o644
+
+
+def test_keygen_without_hard_links_still_writes_and_refuses(tmp_path: Path, monkeypatch) -> None:
+    """FAT and some network file systems refuse link(): keygen falls back to O_EXCL."""
+    import os
+
+    from export.keys import generate_keypair, load_private_key
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    private, public = generate_keypair(tmp_path / "k")
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert load_private_key(private).public_key() is not None
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["signing.key", "signing.pub"]
+    assert main(["keygen", "--out", str(tmp_path / "k")]) == 2
