@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from export.console import Failure, InputError
+from export.console import Failure, InputError, one_line
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("export.keys:keygen_main", "make an Ed25519 key pair for signing"),
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _resolve(target)(argv)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except Failure as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 1
     except ImportError as error:  # an optional dependency (extra) is not installed
         print(

@@ -20,6 +20,12 @@ class Failure(Exception):
     """The work failed, e.g. a parity check or writing the output (exit 1)."""
 
 
+def one_line(message: str) -> str:
+    """`message` with control characters shown escaped: a newline in a file name cannot
+    split the one line a user or a script reads."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and an InputError instead of a usage dump."""
 

@@ -160,3 +160,18 @@ def test_a_directory_where_an_artifact_goes_is_refused_before_any_rename(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a file" in err, err
     assert {p.name: (digest(p) if p.is_file() else "dir") for p in out.iterdir()} == before
+
+
+def test_a_newline_in_a_file_name_cannot_split_the_one_line(
+    run_dir: Path, tmp_path: Path, keys, capsys
+) -> None:
+    assert main([str(tmp_path / "no\nsuch"), "--c"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no\\nsuch" in err, err
+    assert main([str(run_dir), "--sign", str(keys[0])]) == 0
+    odd = tmp_path / "odd\nname.npz"
+    odd.write_bytes((run_dir / "dist" / "policy.npz").read_bytes())
+    capsys.readouterr()
+    assert main(["verify", str(odd), "--public-key", str(keys[1])]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("VALID: ") and "odd\\nname" in out, out
