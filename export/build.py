@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from export.c_header import render_header
-from export.console import Failure, InputError, Parser, path_arg, positive_int
+from export.console import Failure, InputError, Parser, path_arg, positive_int, say
 from export.keys import load_private_key, sign
 from export.onnx_graph import build_onnx
 from export.parity import ParityReport, check_parity
@@ -389,13 +389,13 @@ def parse_args(argv: list[str]) -> ExportConfig:
 def print_summary(result: ExportResult) -> None:
     policy, parity = result.policy, result.parity
     signed = "signed" if policy.signature is not None else "unsigned"
-    print(
+    say(
         f"exported policy version {policy.version} (hidden {policy.hidden}, {signed})"
         f" to {result.out_dir}"
     )
     for entry in result.manifest["artifacts"]:
-        print(f"  {entry['file']:<12} {entry['size']:>8} bytes  sha256 {entry['sha256']}")
-    print(f"  {MANIFEST_FILE}")
+        say(f"  {entry['file']:<12} {entry['size']:>8} bytes  sha256 {entry['sha256']}")
+    say(f"  {MANIFEST_FILE}")
     checks = []
     if parity.onnxruntime is not None:
         checks.append(
@@ -406,4 +406,4 @@ def print_summary(result: ExportResult) -> None:
     elif parity.c_skipped:
         checks.append(f"C skipped ({parity.c_skipped})")
     if checks:
-        print(f"parity, max abs error on {parity.observations} observations: {', '.join(checks)}")
+        say(f"parity, max abs error on {parity.observations} observations: {', '.join(checks)}")

@@ -6,8 +6,13 @@ Exit codes: 0 ok, 1 failure (a check did not pass), 2 bad usage or input, 130 in
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
 from pathlib import Path
 from typing import NoReturn
+
+log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1  # ONNX model_version is an int64
 
@@ -18,6 +23,23 @@ class InputError(Exception):
 
 class Failure(Exception):
     """The work failed, e.g. a parity check or writing the output (exit 1)."""
+
+
+def say(text: str) -> None:
+    """Print a result line; a stdout that refuses it (/dev/full, a closed pipe) is one warning
+    on stderr, and the command still exits with its own code (the work is done)."""
+    try:
+        print(text, flush=True)
+    except OSError as error:
+        log.warning("warning: cannot write to stdout: %s", error.strerror or error)
+        try:  # later writes and the flush at exit go nowhere instead of failing again
+            fd = sys.stdout.fileno()
+        except (OSError, ValueError, AttributeError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives until exit)
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def one_line(message: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from export.console import InputError, Parser, path_arg
+from export.console import InputError, Parser, path_arg, say
 from runtime.policy import signed_bytes
 
 log = logging.getLogger(__name__)
@@ -158,5 +158,5 @@ def keygen_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     private_path, public_path = generate_keypair(args.out)
-    print(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")
+    say(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")
     return 0

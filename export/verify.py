@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from export.console import InputError, Parser, one_line, path_arg
+from export.console import InputError, Parser, one_line, path_arg, say
 from runtime.constants import DEFAULT_MAX_POLICY_BYTES
 from runtime.policy import PolicyError, parse_policy
 from runtime.signing import load_public_key, verify_policy
@@ -38,15 +38,15 @@ def main(argv: list[str]) -> int:
     try:
         policy = parse_policy(data)
     except PolicyError as error:
-        print(one_line(f"INVALID: {args.file}: {error}"))
+        say(one_line(f"INVALID: {args.file}: {error}"))
         return 1
     identity = f"version {policy.version}, sha256 {policy.sha256}"
     try:
         verify_policy(policy, key)
     except PolicyError as error:
-        print(one_line(f"INVALID: {args.file}: {error} ({identity})"))
+        say(one_line(f"INVALID: {args.file}: {error} ({identity})"))
         return 1
-    print(one_line(f"VALID: {args.file}: signed by {args.public_key} ({identity})"))
+    say(one_line(f"VALID: {args.file}: signed by {args.public_key} ({identity})"))
     return 0
 
 

@@ -175,3 +175,31 @@ def test_a_newline_in_a_file_name_cannot_split_the_one_line(
     assert main(["verify", str(odd), "--public-key", str(keys[1])]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("VALID: ") and "odd\\nname" in out, out
+
+
+class FullStdout:
+    """A stdout like /dev/full: every write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["export", "verify", "keygen"])
+def test_a_full_stdout_is_one_warning_and_the_commands_own_exit_code(
+    run_dir: Path, tmp_path: Path, keys, monkeypatch, capsys, command: str
+) -> None:
+    """print() raised: a traceback and exit 1, for verify even on a VALID signature."""
+    assert main([str(run_dir), "--sign", str(keys[0])]) == 0
+    argv = {
+        "export": [str(run_dir), "--c", "--out", str(tmp_path / "out")],
+        "verify": ["verify", str(run_dir / "dist" / "policy.npz"), "--public-key", str(keys[1])],
+        "keygen": ["keygen", "--out", str(tmp_path / "more-keys")],
+    }[command]
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdout", FullStdout())
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: cannot write to stdout: No space left on device\n", err
