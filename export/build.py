@@ -189,12 +189,12 @@ def write_artifacts(
     out_dir: Path, source: Policy, policy: Policy, artifacts: dict[str, bytes]
 ) -> ExportResult:
     """Stage, check parity on the staged files, write the manifest, then rename into place."""
-    created_out = _make_out_dir(out_dir)
+    created = _make_out_dir(out_dir)
     _refuse_non_files(out_dir, [*artifacts, MANIFEST_FILE])
     try:  # the real test of writability: os.access says yes to root where writes are refused
         staging = Path(tempfile.mkdtemp(prefix=".export-staging-", dir=out_dir))
     except OSError as error:
-        _discard(None, out_dir if created_out else None)
+        _discard(None, created)
         raise InputError(f"cannot write to {out_dir}: {error.strerror or error}") from None
     try:
         for name, data in artifacts.items():
@@ -215,12 +215,12 @@ def write_artifacts(
                 os.replace(staging / path.name, path)
         _fsync_dir(out_dir)
     except OSError as error:
-        _discard(staging, out_dir if created_out else None)
+        _discard(staging, created)
         raise Failure(
             f"cannot write to {out_dir}: {error.strerror or error}; no artifacts written"
         ) from None
     except BaseException:
-        _discard(staging, out_dir if created_out else None)
+        _discard(staging, created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
     _remove_stale(out_dir, artifacts)
@@ -259,18 +259,22 @@ def make_manifest(
     }
 
 
-def _make_out_dir(out_dir: Path) -> bool:
-    """Create the output directory; True when it did not exist before."""
+def _make_out_dir(out_dir: Path) -> list[Path]:
+    """Create the output directory and its missing parents; the ones made, deepest first."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a directory")
-    existed = out_dir.exists()
+    missing, path = [], out_dir
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(out_dir, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as error:
+        _discard(None, missing)
         raise InputError(f"cannot write to {out_dir}: {error.strerror or error}") from None
-    return not existed
+    return missing
 
 
 def _refuse_non_files(out_dir: Path, names: list[str]) -> None:
@@ -281,12 +285,13 @@ def _refuse_non_files(out_dir: Path, names: list[str]) -> None:
             raise InputError(f"{path} exists and is not a file; move it away and export again")
 
 
-def _discard(staging: Path | None, created_out: Path | None) -> None:
+def _discard(staging: Path | None, created: list[Path]) -> None:
+    """Remove the staging directory and the directories made for this export (if empty)."""
     if staging is not None:
         shutil.rmtree(staging, ignore_errors=True)
-    if created_out is not None:
-        with contextlib.suppress(OSError):  # only if empty: it was made for this export
-            created_out.rmdir()
+    for directory in created:  # deepest first; rmdir refuses one that is not empty
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _fsync_dir(path: Path) -> None:

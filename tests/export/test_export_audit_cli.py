@@ -203,3 +203,19 @@ def test_a_full_stdout_is_one_warning_and_the_commands_own_exit_code(
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err == "warning: cannot write to stdout: No space left on device\n", err
+
+
+def test_a_failed_export_removes_every_directory_it_made(
+    run_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Only the deepest --out directory was removed: --out new/a/b left new/ and new/a/."""
+    import export.build as build
+
+    def disagree(*args, **kwargs):
+        return build.ParityReport(observations=1, c=1.0, c_action_mismatches=1)
+
+    monkeypatch.setattr(build, "check_parity", disagree)
+    (tmp_path / "kept").mkdir()
+    assert main([str(run_dir), "--c", "--out", str(tmp_path / "kept" / "new" / "a" / "b")]) == 1
+    assert "parity check failed" in capsys.readouterr().err
+    assert list((tmp_path / "kept").iterdir()) == []
