@@ -175,7 +175,8 @@ def _run(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=GCC_TIMEOUT_SECONDS)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(f"{what} (exit {result.returncode}): {' | '.join(detail[:3])}")
+        said = f": {' | '.join(detail[:3])}" if detail else " with no output"
+        raise RuntimeError(f"{what} (exit {result.returncode}){said}")
 
 
 def check_parity(
