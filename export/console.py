@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -15,6 +16,7 @@ from typing import NoReturn
 log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1  # ONNX model_version is an int64
+MAX_KEY_FILE_BYTES = 64 * 1024  # an Ed25519 PEM key is ~120 bytes; room for comments
 
 
 class InputError(Exception):
@@ -23,6 +25,24 @@ class InputError(Exception):
 
 class Failure(Exception):
     """The work failed, e.g. a parity check or writing the output (exit 1)."""
+
+
+def check_key_file(path: Path, what: str) -> None:
+    """Refuse, before reading, a key file that is a FIFO or a device (the read would block
+    or never end) or far too large to be a key (the read would exhaust memory)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return  # the reader reports a missing or unreadable file in its own words
+    if stat.S_ISDIR(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{what} {path}: not a regular file, expected a PEM file")
+    if info.st_size > MAX_KEY_FILE_BYTES:
+        raise InputError(
+            f"{what} {path}: {info.st_size} bytes, too large for a key file"
+            f" (at most {MAX_KEY_FILE_BYTES})"
+        )
 
 
 def say(text: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from export.console import InputError, Parser, path_arg, say
+from export.console import InputError, Parser, check_key_file, path_arg, say
 from runtime.policy import signed_bytes
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def load_private_key(path: str | os.PathLike) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = Path(path)
-    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO would block
-        raise InputError(f"signing key {path}: not a regular file, expected a PEM file")
+    check_key_file(path, "signing key")
     try:
         data = path.read_bytes()
         mode = path.stat().st_mode

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from export.console import InputError, Parser, one_line, path_arg, say
+from export.console import InputError, Parser, check_key_file, one_line, path_arg, say
 from runtime.constants import DEFAULT_MAX_POLICY_BYTES
 from runtime.policy import PolicyError, parse_policy
 from runtime.signing import load_public_key, verify_policy
@@ -28,8 +28,7 @@ def main(argv: list[str]) -> int:
         "--public-key", required=True, type=path_arg, metavar="PUB", help="signing.pub (PEM or raw)"
     )
     args = parser.parse_args(argv)
-    if args.public_key.exists() and not args.public_key.is_dir() and not args.public_key.is_file():
-        raise InputError(f"public key {args.public_key}: not a regular file")  # a FIFO blocks
+    check_key_file(args.public_key, "public key")
     try:
         key = load_public_key(args.public_key)
     except (PolicyError, ValueError) as error:

@@ -74,3 +74,24 @@ def test_keygen_without_hard_links_still_writes_and_refuses(tmp_path: Path, monk
     assert load_private_key(private).public_key() is not None
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["signing.key", "signing.pub"]
     assert main(["keygen", "--out", str(tmp_path / "k")]) == 2
+
+
+def test_a_huge_key_file_is_refused_before_it_is_read(
+    run_dir: Path, tmp_path: Path, keys, capsys
+) -> None:
+    """A 3 GB file as --sign or --public-key was read whole: MemoryError traceback, exit 1."""
+    huge = tmp_path / "huge.pem"
+    with huge.open("wb") as handle:  # sparse: no disk used
+        handle.truncate(3 * 1024**3)
+    huge.chmod(0o600)
+    assert main([str(run_dir), "--sign", str(keys[0])]) == 0
+    signed = run_dir / "dist" / "policy.npz"
+    capsys.readouterr()
+    for argv in (
+        [str(run_dir), "--sign", str(huge), "--out", str(tmp_path / "out")],
+        ["verify", str(signed), "--public-key", str(huge)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "too large for a key file" in err, err
+    assert not (tmp_path / "out").exists()
