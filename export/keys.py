@@ -132,6 +132,11 @@ def load_private_key(path: str | os.PathLike) -> Any:
     except TypeError:
         raise InputError(f"signing key {path}: is encrypted; use an unencrypted key") from None
     except Exception:  # bad PEM raises ValueError or, for some inputs, library-specific errors
+        if b"OPENSSH PRIVATE KEY" in data:
+            raise InputError(
+                f"signing key {path}: an OpenSSH key, expected a PKCS8 PEM key"
+                " (make one with: python -m export keygen --out DIR)"
+            ) from None
         raise InputError(f"signing key {path}: not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"signing key {path}: a {type(key).__name__}, expected Ed25519")

@@ -95,3 +95,22 @@ def test_a_huge_key_file_is_refused_before_it_is_read(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "too large for a key file" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_openssh_key_is_named_as_such(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """ssh-keygen -t ed25519 is what many users have: say what it is and what to do."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ssh_key = tmp_path / "id_ed25519"
+    ssh_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    ssh_key.chmod(0o600)
+    assert main([str(run_dir), "--sign", str(ssh_key)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "an OpenSSH key" in err and "keygen" in err, err
