@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from export.console import Failure, InputError, one_line
+from export.console import Failure, InputError, one_line, say
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("export.keys:keygen_main", "make an Ed25519 key pair for signing"),
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_overview() -> None:
-    print("python -m export: export a trained policy, or one of the subcommands:")
+    say("python -m export: export a trained policy, or one of the subcommands:")
     for name, (_, summary) in SUBCOMMANDS.items():
-        print(f"  python -m export {name:<8} {summary} (see {name} --help)")
-    print()
+        say(f"  python -m export {name:<8} {summary} (see {name} --help)")
+    say("")
 
 
 def _resolve(target: str) -> Callable[[list[str]], int]:

@@ -187,7 +187,7 @@ class FullStdout:
         raise OSError(28, "No space left on device")
 
 
-@pytest.mark.parametrize("command", ["export", "verify", "keygen"])
+@pytest.mark.parametrize("command", ["export", "verify", "keygen", "help"])
 def test_a_full_stdout_is_one_warning_and_the_commands_own_exit_code(
     run_dir: Path, tmp_path: Path, keys, monkeypatch, capsys, command: str
 ) -> None:
@@ -197,6 +197,7 @@ def test_a_full_stdout_is_one_warning_and_the_commands_own_exit_code(
         "export": [str(run_dir), "--c", "--out", str(tmp_path / "out")],
         "verify": ["verify", str(run_dir / "dist" / "policy.npz"), "--public-key", str(keys[1])],
         "keygen": ["keygen", "--out", str(tmp_path / "more-keys")],
+        "help": ["--help"],
     }[command]
     capsys.readouterr()
     monkeypatch.setattr("sys.stdout", FullStdout())
