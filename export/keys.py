@@ -139,7 +139,8 @@ def load_private_key(path: str | os.PathLike) -> Any:
             ) from None
         raise InputError(f"signing key {path}: not a PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"signing key {path}: a {type(key).__name__}, expected Ed25519")
+        kind = type(key).__name__.lstrip("_")  # cryptography 38 names it _RSAPrivateKey
+        raise InputError(f"signing key {path}: {kind}, expected Ed25519")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("warning: signing key %s is readable by others (chmod 600 it)", path)
     return key

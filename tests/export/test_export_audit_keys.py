@@ -114,3 +114,21 @@ def test_an_openssh_key_is_named_as_such(run_dir: Path, tmp_path: Path, capsys) 
     assert main([str(run_dir), "--sign", str(ssh_key)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "an OpenSSH key" in err and "keygen" in err, err
+
+
+def test_another_key_type_is_named_plainly(run_dir: Path, tmp_path: Path, capsys) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key_file = tmp_path / "ec.pem"
+    key_file.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    assert main([str(run_dir), "--sign", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert "ECPrivateKey, expected Ed25519" in err and " a _" not in err, err
