@@ -12,6 +12,8 @@ from runtime.constants import MAX_HIDDEN
 ENV_BACKENDS = ("numpy", "gymnasium")
 BASELINES = ("time", "batch")
 PRESETS = ("default", "seed")
+MAX_LR = 1.0  # RMSProp's step is about lr per weight: larger only diverges
+MAX_RETURN = 500.0  # CartPole-v1's time limit: the most an episode can return
 
 
 @dataclass(frozen=True)
@@ -97,15 +99,16 @@ class TrainConfig:
         _check_int(self, "num_envs", 1, 10**5)
         _check_int(self, "target_window", 1, 10**6)
         _check_int(self, "eval_episodes", 0, 10**6)
-        _check_float(self, "lr", 0.0, math.inf)
-        _check_float(self, "lr_final", 0.0, math.inf)
+        # RMSProp moves a weight by up to lr / sqrt(1 - rms_decay) per update: a rate above
+        # MAX_LR only overflows the float32 weights (--lr 1e308 ended in a traceback)
+        _check_float(self, "lr", 0.0, MAX_LR, high_inclusive=True)
+        _check_float(self, "lr_final", 0.0, MAX_LR, high_inclusive=True)
         _check_float(self, "rms_eps", 0.0, math.inf)
         _check_float(self, "gamma", 0.0, 1.0, high_inclusive=True)
         _check_float(self, "rms_decay", 0.0, 1.0)
-        if not isinstance(self.target_return, (int, float)) or not math.isfinite(
-            self.target_return
-        ):
-            raise ValueError(f"target_return must be a finite number, got {self.target_return!r}")
+        # CartPole-v1 pays 1 to 500 per episode: 0 divided the schedules by zero, a higher
+        # target can never be reached
+        _check_float(self, "target_return", 0.0, MAX_RETURN, high_inclusive=True)
         if self.baseline not in BASELINES:
             raise ValueError(
                 f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}"
