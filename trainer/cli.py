@@ -31,6 +31,8 @@ EVAL_SEED_OFFSET = 1_000_000  # the trainer's own evaluation episodes never reus
 SELECT_SEED_OFFSET = 2_000_000  # nor do the episodes that choose the saved policy
 SELECT_EPISODES = 100
 PROGRESS_EVERY = 100  # episodes between log lines when no progress bar is shown
+MAX_EVAL_EPISODES = 10**6  # as TrainConfig.eval_episodes
+MAX_EVAL_SEED = 2**63 - 1  # as TrainConfig.seed
 
 
 class UsageError(Exception):
@@ -343,13 +345,16 @@ def _configure_logging(quiet: bool) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate, record_gif
 
-    if args.episodes < 1:
-        raise UsageError(f"--episodes must be at least 1, got {args.episodes}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be non-negative, got {args.seed}")
+    if not 1 <= args.episodes <= MAX_EVAL_EPISODES:  # 10**20 ran for ever
+        raise UsageError(f"--episodes must be in 1..{MAX_EVAL_EPISODES}, got {args.episodes}")
+    if not 0 <= args.seed <= MAX_EVAL_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_EVAL_SEED}, got {args.seed}")
     path = Path(args.path)
-    if path.is_dir():
-        path = path / POLICY_FILE
+    try:
+        if path.is_dir():
+            path = path / POLICY_FILE
+    except OSError as error:  # a parent directory we may not search: is_dir raises EACCES
+        raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
         policy = load_policy(path)
     except PolicyError as error:

@@ -42,18 +42,23 @@ class RunDirError(ValueError):
 def prepare_out(path: str | os.PathLike, *, resume: bool = False) -> Path:
     """Create (or check) an output directory we may write, refusing to clobber another run."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        raise RunDirError(
-            f"--out {out}: directory exists and is not empty (use --resume {out} to continue it)"
-        )
+    flag = "--resume" if resume else "--out"
+    try:  # stat and listdir raise EACCES in a directory we may not search or read
+        if out.exists() and not out.is_dir():
+            raise RunDirError(f"{flag} {out}: exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not resume:
+            raise RunDirError(
+                f"--out {out}: directory exists and is not empty"
+                f" (use --resume {out} to continue it)"
+            )
+    except OSError as error:
+        raise RunDirError(f"{flag} {out}: not readable: {error.strerror or error}") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        raise RunDirError(f"--out {out}: not writable: {error.strerror or error}") from None
+        raise RunDirError(f"{flag} {out}: not writable: {error.strerror or error}") from None
     return out
 
 

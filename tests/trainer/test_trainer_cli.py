@@ -254,7 +254,7 @@ def test_eval_prints_mean_min_max_and_records_a_gif(
         (["--max-episodes", "ten"], "invalid int value"),
         (["eval"], "required"),
         (["eval", "nowhere/policy.npz"], "no such file"),
-        (["eval", ".", "--episodes", "0"], "--episodes must be at least 1"),
+        (["eval", ".", "--episodes", "0"], "--episodes must be in 1..1000000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
