@@ -206,6 +206,12 @@ def write_artifacts(
                 f"parity check failed on {parity.observations} observations: "
                 f"{'; '.join(problems)}; no artifacts written"
             )
+        notes = parity.float_variant_notes()
+        if notes:
+            log.warning(
+                "warning: policy.h with POLICY_ACCUMULATOR float (not the default): %s",
+                "; ".join(notes),
+            )
         manifest = make_manifest(source, policy, artifacts, parity)
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         atomic_write(staging / MANIFEST_FILE, manifest_bytes)
@@ -408,6 +414,8 @@ def print_summary(result: ExportResult) -> None:
         )
     if parity.c is not None:
         checks.append(f"C {parity.c:.2g} ({parity.c_action_mismatches} action mismatches)")
+        if parity.c_float is not None:
+            checks.append(f"C float accumulator {parity.c_float:.2g}")
     elif parity.c_skipped:
         checks.append(f"C skipped ({parity.c_skipped})")
     if checks:

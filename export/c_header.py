@@ -94,7 +94,8 @@ def render_header(policy: Policy, tool_version: str, source_sha256: str | None =
  * The sums are accumulated in double by default: exact products of the float weights, so the
  * probability is within float rounding of the reference (checked at export to 1e-5). On a
  * core without a double FPU, `#define POLICY_ACCUMULATOR float` before the include is faster;
- * its rounding error grows with the weights and that variant is not what export checked.
+ * its rounding error grows with the weights: export measures it too but does not require it
+ * (manifest.json: c_float_accumulator_max_abs_error, c_float_accumulator_action_mismatches).
  */
 #ifndef POLICY_ACCUMULATOR
 #define POLICY_ACCUMULATOR double
