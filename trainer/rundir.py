@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.constants import KEY_W1, KEY_W2, POLICY_FILE
 from runtime.policy import Params, atomic_write, make_meta, save_policy
-from trainer.config import TrainConfig, from_dict
+from trainer.config import MAX_RETURN, TrainConfig, from_dict
 from trainer.train import TrainState
 
 METRICS_FILE = "metrics.csv"
@@ -30,6 +30,7 @@ CONFIG_FILE = "config.json"
 CURVE_FILE = "curve.png"
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = "reinforce-edge/checkpoint-1"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 AVERAGE_WINDOW = 100  # episodes in metrics.csv's avg100 column
 CHECKPOINT_ENTRIES = {"W1", "W2", "cache_W1", "cache_W2", "returns", "env_steps", "wall_s", "info"}
 CHECKPOINT_INFO = {"format", "rng", "updates", "last_mean_return", "solved_at"}
@@ -166,18 +167,28 @@ def load_run(path: str | os.PathLike) -> tuple[TrainConfig, TrainState]:
         config = from_dict(values)
     except FileNotFoundError:
         raise RunDirError(f"--resume {run}: no {CONFIG_FILE} (not a run directory)") from None
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, RecursionError) as error:  # deep JSON: recursion
         raise RunDirError(f"--resume {run}: bad {CONFIG_FILE}: {error}") from None
     try:
         state = _read_checkpoint(run / CHECKPOINT_FILE, config)
     except FileNotFoundError:
         raise RunDirError(f"--resume {run}: no {CHECKPOINT_FILE} to continue from") from None
-    except (ValueError, KeyError, TypeError, OSError, EOFError) as error:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OSError,
+        EOFError,
+        OverflowError,
+        RecursionError,
+    ) as error:
         raise RunDirError(f"--resume {run}: bad {CHECKPOINT_FILE}: {error}") from None
     return config, state
 
 
 def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
+    with open(path, "rb"):  # is_zipfile says False for a file we may not read
+        pass
     if not zipfile.is_zipfile(path):  # else np.load suggests unpickling it
         raise ValueError("not a NumPy .npz archive")
     with np.load(path, allow_pickle=False) as archive:
@@ -186,6 +197,8 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
     if missing:
         raise ValueError(f"missing entries {missing}")
     info: dict[str, Any] = json.loads(str(arrays["info"][()]))
+    if not isinstance(info, dict):
+        raise ValueError("info is not a JSON object")
     missing = sorted(CHECKPOINT_INFO - set(info))
     if missing:
         raise ValueError(f"info lacks {missing}")
@@ -195,10 +208,15 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
     params, cache = {}, {}
     for key, shape in shapes.items():
         for target, name in ((params, key), (cache, f"cache_{key}")):
-            array = np.asarray(arrays[name], dtype=np.float64)
-            if array.shape != shape or not np.all(np.isfinite(array)):
+            if arrays[name].dtype.kind != "f":
+                raise ValueError(f"{name} has dtype {arrays[name].dtype}, expected floats")
+            array = arrays[name].astype(np.float64)
+            # the policy is saved as float32: a larger weight would be inf there
+            if array.shape != shape or not np.all(np.abs(array) <= FLOAT32_MAX):
                 raise ValueError(f"{name} has shape {array.shape} or non-finite values")
             target[key] = array
+    if any(np.any(value < 0) for value in cache.values()):
+        raise ValueError("the RMSProp cache holds negative values")
     returns = arrays["returns"].astype(np.float64).tolist()
     env_steps = arrays["env_steps"].astype(np.int64).tolist()
     wall_s = arrays["wall_s"].astype(np.float64).tolist()
@@ -206,9 +224,28 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
         raise ValueError("history columns have different lengths")
     if not all(math.isfinite(value) for value in returns + wall_s):
         raise ValueError("history holds non-finite values")
+    # CartPole-v1 returns are whole steps in 1..500; steps and seconds only grow
+    if not all(value == int(value) and 1 <= value <= MAX_RETURN for value in returns):
+        raise ValueError(f"returns must be whole numbers in 1..{MAX_RETURN:g}")
+    if np.any(np.diff([0, *env_steps]) < 0) or any(value < 0 for value in wall_s):
+        raise ValueError("env_steps must not decrease and wall_s must not be negative")
+    updates, last_mean, solved_at = info["updates"], info["last_mean_return"], info["solved_at"]
+    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+        raise ValueError(f"updates must be a non-negative integer, got {updates!r}")
+    if isinstance(last_mean, bool) or not isinstance(last_mean, (int, float)):
+        raise ValueError(f"last_mean_return must be a number, got {last_mean!r}")
+    if not 0 <= last_mean <= MAX_RETURN:  # also refuses NaN (it broke the batch schedule)
+        raise ValueError(f"last_mean_return must be in 0..{MAX_RETURN:g}, got {last_mean!r}")
+    if solved_at is not None and (
+        isinstance(solved_at, bool)
+        or not isinstance(solved_at, int)
+        or not 1 <= solved_at <= len(returns)
+    ):
+        raise ValueError(
+            f"solved_at must be null or an episode 1..{len(returns)}, got {solved_at!r}"
+        )
     rng = np.random.default_rng()
     rng.bit_generator.state = info["rng"]
-    solved_at = info.get("solved_at")
     return TrainState(
         params=params,
         cache=cache,
@@ -216,7 +253,7 @@ def _read_checkpoint(path: Path, config: TrainConfig) -> TrainState:
         returns=returns,
         env_steps=env_steps,
         wall_s=wall_s,
-        updates=int(info["updates"]),
-        last_mean_return=float(info["last_mean_return"]),
-        solved_at=None if solved_at is None else int(solved_at),
+        updates=updates,
+        last_mean_return=float(last_mean),
+        solved_at=solved_at,
     )
