@@ -216,7 +216,7 @@ def write_artifacts(
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         atomic_write(staging / MANIFEST_FILE, manifest_bytes)
         files = [out_dir / name for name in [*artifacts, MANIFEST_FILE]]
-        with signals_held():  # all renames or none: Ctrl-C lands after the last one
+        with signals_held():  # Ctrl-C or SIGTERM takes effect after the last rename
             for path in files:
                 os.replace(staging / path.name, path)
         _fsync_dir(out_dir)
