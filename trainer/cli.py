@@ -190,6 +190,13 @@ def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainC
 
 
 def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.Namespace) -> int:
+    with _sigterm_interrupts():
+        return _train_and_save_interruptible(config, state, out, args)
+
+
+def _train_and_save_interruptible(
+    config: TrainConfig, state: Any, out: Path, args: argparse.Namespace
+) -> int:
     from trainer.evaluate import evaluate
     from trainer.rundir import save_run
     from trainer.train import new_state, train
@@ -226,19 +233,41 @@ def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.N
 
 
 @contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (kill, timeout, a service stop) is handled like Ctrl-C: the run is saved and
+    the exit status is 130 (it killed the process, losing every episode played)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[list[int]]:
-    """Ctrl-C while the run directory is written is acted on after it, so every file is
-    written whole and from the same state; yields the list of signals caught meanwhile."""
+    """Ctrl-C or SIGTERM while the run directory is written is acted on after it, so every
+    file is written whole and from the same state; yields the list of signals caught meanwhile."""
     caught: list[int] = []
-    handler = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or handler == signal.SIG_IGN:
+    if threading.current_thread() is not threading.main_thread():
         yield caught
         return
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    handlers = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler != signal.SIG_IGN:
+            handlers[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
     try:
         yield caught
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
