@@ -283,9 +283,10 @@ def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, 
     from trainer.train import train
 
     seed = SELECT_SEED_OFFSET + config.seed
+    scores: dict[bytes, float] = {}  # each set of weights is evaluated once (was 4 times)
 
     def best() -> tuple[Any, float]:
-        return choose_policy(candidates(state), SELECT_EPISODES, seed)
+        return choose_policy(candidates(state), SELECT_EPISODES, seed, scores)
 
     goal = max(config.target_return, (config.target_return + MAX_EPISODE_STEPS) / 2)
     policy, mean = best()

@@ -94,13 +94,23 @@ def evaluate_numpy(params: Params, episodes: int, seed: int) -> EvalResult:
     return EvalResult(tuple(total.tolist()))
 
 
-def choose_policy(candidates: list[Params], episodes: int, seed: int) -> tuple[Params, float]:
+def choose_policy(
+    candidates: list[Params], episodes: int, seed: int, scores: dict[bytes, float] | None = None
+) -> tuple[Params, float]:
     """The candidate (float32 weights, as saved) with the best greedy mean return; the latest
-    among equals. `candidates` run oldest to newest, the final weights last."""
+    among equals. `candidates` run oldest to newest, the final weights last.
+
+    `scores` remembers the mean of weights already evaluated with this seed (the evaluation is
+    deterministic): polishing calls this once per update with mostly the same candidates.
+    """
+    scores = {} if scores is None else scores
     best, best_mean = candidates[-1], -1.0
     for params in reversed(candidates):
         saved = {k: v.astype(np.float32) for k, v in params.items()}
-        mean = evaluate_numpy(saved, episodes, seed).mean
+        key = b"".join(saved[k].tobytes() for k in sorted(saved))
+        if key not in scores:
+            scores[key] = evaluate_numpy(saved, episodes, seed).mean
+        mean = scores[key]
         if mean > best_mean:
             best, best_mean = params, mean
         if best_mean >= MAX_EPISODE_STEPS:
