@@ -110,7 +110,30 @@ def train_parser() -> Parser:
 
 def _number(type_name: Any) -> Any:
     name = type_name if isinstance(type_name, str) else type_name.__name__
-    return {"int": int, "float": float}.get(name, str)
+    return {"int": _integer, "float": _real}.get(name, str)
+
+
+def _integer(text: str) -> int:
+    """argparse's message names the flag and says what it allows (was 'invalid int value')."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _real(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def _flag_named(message: str, given: dict[str, Any]) -> str:
+    """A config error about a field set by a flag names the flag, as argparse's own do."""
+    name = message.split(" ", 1)[0]
+    if given.get(name) is None:
+        return message
+    return f"argument --{name.replace('_', '-')}: {message}"
 
 
 def eval_parser() -> Parser:
@@ -119,9 +142,11 @@ def eval_parser() -> Parser:
         description="Greedy evaluation (push right when p > 0.5) on Gymnasium's CartPole-v1.",
     )
     parser.add_argument("path", metavar="RUN_DIR_OR_POLICY", help="a run directory or a policy.npz")
-    parser.add_argument("--episodes", type=int, default=100, help="seeded episodes (default: 100)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the first episodes (default: 0)"
+        "--episodes", type=_integer, default=100, help="seeded episodes (default: 100)"
+    )
+    parser.add_argument(
+        "--seed", type=_integer, default=0, help="seed of the first episodes (default: 0)"
     )
     parser.add_argument(
         "--record", metavar="GIF", default=None, help="also write an animated GIF of one episode"
@@ -146,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
             out = prepare_out(args.out) if args.out else prepare_out(unused(default_out()))
             state = None
     except (ValueError, RunDirError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_flag_named(str(error), overrides)) from None
     return _train_and_save(config, state, out, args)
 
 

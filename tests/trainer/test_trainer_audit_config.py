@@ -36,3 +36,27 @@ def test_the_largest_allowed_values_train_and_save(tmp_path: Path) -> None:
     flags = ["--lr", "1", "--target-return", "500", "--max-episodes", "24", "--quiet"]
     assert main([*flags, "--eval-episodes", "0", "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "policy.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["--batch-final", "0"],
+            "argument --batch-final: batch_final must be an integer in 1..1000000, got 0",
+        ),
+        (["--hidden", "1.5"], "argument --hidden: must be an integer, got '1.5'"),
+        (["--gamma", "1e3"], "argument --gamma: gamma must be a number in (0.0, 1.0], got 1000.0"),
+        (["--rms-eps", "x"], "argument --rms-eps: must be a number, got 'x'"),
+        (
+            ["eval", "p.npz", "--episodes", "1e3"],
+            "argument --episodes: must be an integer, got '1e3'",
+        ),
+    ],
+)
+def test_every_bad_value_names_its_flag_and_what_it_allows(
+    argv: list[str], line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path / "o")] if argv[0] != "eval" else []
+    assert main([*argv, *out]) == 2
+    assert capsys.readouterr().err == f"trainer: error: {line}\n"
