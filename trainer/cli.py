@@ -168,6 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
             config, state, out = _resume(args, overrides)
         else:
             config = preset(args.preset or "default", **overrides)
+            _require(_train_needs(config, args), "a training run")
             out = prepare_out(args.out) if args.out else prepare_out(unused(default_out()))
             state = None
     except (ValueError, RunDirError) as error:
@@ -211,7 +212,35 @@ def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainC
     if given.get("hidden", saved.hidden) != saved.hidden:
         raise UsageError(f"--hidden cannot change when resuming (the run has {saved.hidden})")
     config = from_dict({**saved.to_dict(), **given})
+    _require(_train_needs(config, args), "a training run")
     return config, state, prepare_out(args.resume, resume=True)
+
+
+def _train_needs(config: TrainConfig, args: argparse.Namespace) -> dict[str, str]:
+    """The optional modules this run will import, and what for."""
+    needs = {"matplotlib": "curve.png"}
+    if config.eval_episodes > 0 or config.env == "gymnasium":
+        needs["gymnasium"] = "the Gymnasium environment and evaluation"
+    if not args.quiet and sys.stderr.isatty():
+        needs["tqdm"] = "the progress bar (or use --quiet)"
+    return needs
+
+
+def _require(needs: dict[str, str], task: str) -> None:
+    """Refuse before any work when an optional module is missing: it used to be a traceback
+    after training (matplotlib, gymnasium: the run was lost) or after evaluating (pygame)."""
+    import importlib.util
+
+    for module, purpose in needs.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise UsageError(
+                f"{module} is not installed ({task} needs it for {purpose}):"
+                " pip install 'reinforce-edge[train]'"
+            )
 
 
 def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.Namespace) -> int:
@@ -414,6 +443,10 @@ def run_eval(args: argparse.Namespace) -> int:
         policy = load_policy(path)
     except PolicyError as error:
         raise UsageError(str(error)) from None
+    needs = {"gymnasium": "the evaluation episodes"}
+    if args.record is not None:
+        needs.update({"pygame": "rendering the GIF", "PIL": "writing the GIF"})
+    _require(needs, "eval")
     if args.record is not None:
         _check_writable(Path(args.record))
     params = {k: v.astype("float64") for k, v in policy.params.items()}
