@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from runtime.constants import MAX_KEY_FILE_BYTES
+
 log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1  # ONNX model_version is an int64
-MAX_KEY_FILE_BYTES = 64 * 1024  # an Ed25519 PEM key is ~120 bytes; room for comments
 
 
 class InputError(Exception):

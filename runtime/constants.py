@@ -32,6 +32,7 @@ META_FIELDS = (  # every one required; train_seed and eval_mean_return may be nu
 )
 MAX_HIDDEN = 4096  # a larger layer is not a controller for a small board
 MAX_META_BYTES = 64 * 1024  # meta JSON, in bytes (UTF-8)
+MAX_KEY_FILE_BYTES = 64 * 1024  # an Ed25519 PEM key is ~120 bytes; room for comments
 DEFAULT_MAX_POLICY_BYTES = 1024 * 1024  # 1 MiB: limit for a file or an MQTT payload
 SIGNATURE_DOMAIN = b"reinforce-edge/policy-signature/v1\x00"
 SIGNATURE_BYTES = 64  # Ed25519

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,11 +263,7 @@ def load_policy(
     """Read and validate a policy.npz; every problem is a PolicyError naming the file."""
     path = os.fspath(path)  # not pathlib: it is start-up time on NumPy 2 (README, Performance)
     try:
-        size = os.stat(path).st_size
-        if size > max_bytes:
-            raise PolicyError(f"{size} bytes, more than the limit of {max_bytes}")
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = _read_regular_file(path, max_bytes)
     except PolicyError as error:
         raise PolicyError(f"{path}: {error}") from None
     except FileNotFoundError:
@@ -279,6 +276,24 @@ def load_policy(
         return parse_policy(data, max_bytes=max_bytes, obs_dim=obs_dim)
     except PolicyError as error:
         raise PolicyError(f"{path}: {error}") from None
+
+
+def _read_regular_file(path: str, max_bytes: int) -> bytes:
+    """At most `max_bytes` of a regular file: a FIFO would block and /dev/zero never ends."""
+    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(status.st_mode):
+            raise PolicyError("not a regular file (a device or a pipe), expected a policy.npz")
+        if status.st_size > max_bytes:
+            raise PolicyError(f"{status.st_size} bytes, more than the limit of {max_bytes}")
+        data = handle.read(max_bytes + 1)  # bounded even if the file grows meanwhile
+    if len(data) > max_bytes:
+        raise PolicyError(f"more than the limit of {max_bytes} bytes")
+    return data
 
 
 def parse_policy(

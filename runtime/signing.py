@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runtime.constants import MAX_KEY_FILE_BYTES
 from runtime.policy import Policy, PolicyError, policy_bytes, signed_bytes
 
 
@@ -22,9 +23,14 @@ def load_public_key(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)  # a 3 GB "key" is not read whole
     except OSError as error:
         raise PolicyError(f"public key {path}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise PolicyError(
+            f"public key {path}: larger than {MAX_KEY_FILE_BYTES} bytes, not a key file"
+        )
     if len(data) == 32:
         return Ed25519PublicKey.from_public_bytes(data)
     if b"PRIVATE KEY-----" in data:  # the signing key itself: never copy it to a device

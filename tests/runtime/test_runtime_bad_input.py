@@ -193,3 +193,22 @@ def test_password_on_the_command_line_is_refused_without_echoing_it(tmp_path, ca
     for argv in (["--password", "hunter2"], ["--password=hunter2"], ["--password"]):
         code, err = run(tmp_path, GOOD, capsys, "--broker", "mqtt://127.0.0.1:1", *argv)
         assert code == 2 and "--password is not accepted" in err and "hunter2" not in err
+
+
+def test_load_policy_refuses_devices_and_pipes_without_reading_them(tmp_path: Path) -> None:
+    # the CLI refuses them first; load_policy itself must too (trainer eval, export, agent)
+    from runtime.policy import PolicyError, load_policy
+
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):  # /dev/zero never ends; a FIFO with no writer blocks
+        with pytest.raises(PolicyError, match="not a regular file"):
+            load_policy(path)
+
+
+def test_a_huge_public_key_file_is_refused_without_reading_it(tmp_path, capsys) -> None:
+    big = tmp_path / "big.pub"
+    with open(big, "wb") as handle:
+        handle.truncate(3 * 1024**3)  # sparse: 3 GB that would all be read
+    code, err = run(tmp_path, GOOD, capsys, "--public-key", str(big))
+    assert code == 2 and "not a key file" in err and "MemoryError" not in err
