@@ -169,6 +169,8 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             config = preset(args.preset or "default", **overrides)
             _require(_train_needs(config, args), "a training run")
+            if args.out == "":  # was taken as "no --out": the run went to runs/<timestamp>
+                raise UsageError("--out: the path is empty")
             out = prepare_out(args.out) if args.out else prepare_out(unused(default_out()))
             state = None
     except (ValueError, RunDirError) as error:

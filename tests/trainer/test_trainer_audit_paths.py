@@ -63,3 +63,12 @@ def test_resume_names_its_own_flag(
     monkeypatch.setattr(rundir.tempfile, "TemporaryFile", denied)  # a read-only run directory
     assert main(["--resume", str(out), "--max-episodes", "4", "--quiet"]) == 2
     assert f"--resume {out}: not writable: Permission denied" in one_line(capsys)
+
+
+def test_an_empty_out_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--out", "", "--max-episodes", "2", "--quiet"]) == 2
+    assert "--out: the path is empty" in one_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # not runs/<timestamp>
