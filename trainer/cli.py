@@ -450,7 +450,7 @@ def run_eval(args: argparse.Namespace) -> int:
         needs.update({"pygame": "rendering the GIF", "PIL": "writing the GIF"})
     _require(needs, "eval")
     if args.record is not None:
-        _check_writable(Path(args.record))
+        _check_writable(Path(args.record), path)
     params = {k: v.astype("float64") for k, v in policy.params.items()}
     result = evaluate(params, args.episodes, args.seed)
     print(
@@ -463,10 +463,23 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(path: Path) -> None:
+GIF_MAGIC = (b"GIF87a", b"GIF89a")
+
+
+def _check_writable(path: Path, policy: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise UsageError(f"--record {path}: is a directory")
+    # the GIF replaces the file by a rename: that overwrote the evaluated policy.npz (or any
+    # file, and as root even /dev/full) with a GIF
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--record {path}: exists and is not a regular file")
+    if path.is_file():
+        if policy.exists() and path.samefile(policy):
+            raise UsageError(f"--record {path}: is the policy being evaluated")
+        with path.open("rb") as existing:
+            if existing.read(6) not in GIF_MAGIC:
+                raise UsageError(f"--record {path}: exists and is not a GIF; not overwritten")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"--record {path}: directory {parent} missing or not writable")
     try:  # os.access says yes to root, also where the file system refuses

@@ -72,3 +72,23 @@ def test_an_empty_out_is_refused(
     assert main(["--out", "", "--max-episodes", "2", "--quiet"]) == 2
     assert "--out: the path is empty" in one_line(capsys)
     assert list(tmp_path.iterdir()) == []  # not runs/<timestamp>
+
+
+def test_record_never_overwrites_what_is_not_a_gif(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["--out", str(run), "--max-episodes", "2", "--eval-episodes", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    policy = (run / "policy.npz").read_bytes()
+    for target, fragment in [
+        (run / "policy.npz", "is the policy being evaluated"),  # was replaced by the GIF
+        (run / "metrics.csv", "exists and is not a GIF"),
+        (Path("/dev/null"), "not a regular file"),  # /dev/full was replaced as root
+    ]:
+        assert main(["eval", str(run), "--episodes", "1", "--record", str(target)]) == 2
+        assert fragment in one_line(capsys)
+    assert (run / "policy.npz").read_bytes() == policy
+    gif = tmp_path / "a.gif"
+    assert main(["eval", str(run), "--episodes", "1", "--record", str(gif)]) == 0
+    assert main(["eval", str(run), "--episodes", "1", "--record", str(gif)]) == 0  # a GIF: again
