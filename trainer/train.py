@@ -52,6 +52,9 @@ class TrainState:
     last_mean_return: float = 0.0  # of the last batch: drives the lr and batch schedules
     solved_at: int | None = None
     recent: list[Params] = field(default_factory=list)  # weights after the last few updates
+    # the clock's reading at wall_s 0 in this process: set by the first train() call, so that
+    # the evaluations between polishing updates count as training time (they did not)
+    started: float | None = None
 
     @property
     def episodes(self) -> int:
@@ -261,9 +264,9 @@ def train(
     if not polishing and state.solved_at is not None and not _is_solved(config, state.returns):
         state.solved_at = None  # resumed with a higher target
     envs = make_envs(config, state.rng)
-    wall_offset = state.wall_s[-1] if state.wall_s else 0.0
     steps_offset = state.env_steps[-1] if state.env_steps else 0
-    start = clock()
+    if state.started is None:  # a new run, or resumed in this process: carry on from wall_s
+        state.started = clock() - (state.wall_s[-1] if state.wall_s else 0.0)
     slots = Slots(envs, state.rng, config.num_envs, _width(config, state))
     batch: list[Episode] = []
 
@@ -272,7 +275,7 @@ def train(
             return True  # another episode ending at the same step as the last one: not counted
         state.returns.append(float(episode.length))
         state.env_steps.append(steps_offset + env_steps)
-        state.wall_s.append(wall_offset + clock() - start)
+        state.wall_s.append(clock() - state.started)
         batch.append(episode)
         if not polishing and _is_solved(config, state.returns):
             state.solved_at = state.episodes
