@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,6 +32,7 @@ CURVE_FILE = "curve.png"
 CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = "reinforce-edge/checkpoint-1"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_CONFIG_BYTES = 1 << 20  # config.json is about 400 bytes
 AVERAGE_WINDOW = 100  # episodes in metrics.csv's avg100 column
 CHECKPOINT_ENTRIES = {"W1", "W2", "cache_W1", "cache_W2", "returns", "env_steps", "wall_s", "info"}
 CHECKPOINT_INFO = {"format", "rng", "updates", "last_mean_return", "solved_at"}
@@ -162,6 +164,17 @@ def load_run(path: str | os.PathLike) -> tuple[TrainConfig, TrainState]:
     run = Path(path)
     if not run.is_dir():
         raise RunDirError(f"--resume {run}: no such run directory")
+    for name in (CONFIG_FILE, CHECKPOINT_FILE):  # /dev/zero there read until MemoryError
+        try:
+            status = (run / name).stat()
+        except FileNotFoundError:
+            continue  # said below, with what it means
+        except OSError as error:
+            raise RunDirError(f"--resume {run}: {name}: {error.strerror or error}") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise RunDirError(f"--resume {run}: {name} is not a regular file")
+        if name == CONFIG_FILE and status.st_size > MAX_CONFIG_BYTES:
+            raise RunDirError(f"--resume {run}: {name} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         values = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
         config = from_dict(values)

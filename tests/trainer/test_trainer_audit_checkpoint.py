@@ -103,3 +103,17 @@ def test_info_that_is_not_an_object_and_a_deep_config(
     assert main(["--resume", str(run), "--quiet"]) == 2  # was a RecursionError traceback
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad config.json" in err
+
+
+@pytest.mark.parametrize("name", ["config.json", "checkpoint.npz"])
+def test_a_device_in_place_of_a_run_file_is_refused(
+    name: str, saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for other in ("config.json", "checkpoint.npz"):
+        (run / other).write_bytes((saved / other).read_bytes())
+    (run / name).unlink()
+    (run / name).symlink_to("/dev/zero")  # was read until MemoryError
+    assert main(["--resume", str(run), "--quiet"]) == 2
+    assert f"{name} is not a regular file" in capsys.readouterr().err
