@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import errno
 import functools
 import io
 import json
@@ -223,6 +224,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     from pathlib import Path
 
     path = Path(path)
+    _refuse_special_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -239,6 +241,20 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _refuse_special_target(path: os.PathLike) -> None:
+    """os.replace would put a regular file in place of a device node, a FIFO or a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise FileExistsError(
+            errno.EEXIST,
+            "not a regular file (a device, a pipe or a socket): not replaced",
+            str(path),
+        )
 
 
 def save_policy(

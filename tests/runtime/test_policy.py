@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import zipfile
 
 import numpy as np
@@ -140,3 +141,20 @@ def test_load_names_the_file(tmp_path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(PolicyError, match="bad.npz"):
         load_policy(tmp_path / "bad.npz")
+
+
+def test_atomic_write_never_replaces_a_device_node_or_a_pipe(tmp_path) -> None:
+    # os.replace would swap /dev/full (as root) or a FIFO for a regular file
+    import os
+
+    from runtime.policy import atomic_write
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="not a regular file"):
+        atomic_write(fifo, b"data")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.listdir(tmp_path) == ["fifo"]
+    regular = tmp_path / "regular"
+    atomic_write(regular, b"one")
+    atomic_write(regular, b"two")
+    assert regular.read_bytes() == b"two"
