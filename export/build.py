@@ -14,11 +14,8 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +36,7 @@ from runtime.constants import (
     ONNX_FILE,
     POLICY_FILE,
 )
+from runtime.interrupts import signals_held, terminate_as_interrupt
 from runtime.policy import (
     Policy,
     PolicyError,
@@ -216,9 +214,11 @@ def write_artifacts(
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         atomic_write(staging / MANIFEST_FILE, manifest_bytes)
         files = [out_dir / name for name in [*artifacts, MANIFEST_FILE]]
-        with signals_held():  # Ctrl-C or SIGTERM takes effect after the last rename
+        with signals_held() as caught:  # Ctrl-C or SIGTERM takes effect after the last rename
             for path in files:
                 os.replace(staging / path.name, path)
+        if caught:
+            raise KeyboardInterrupt
         _fsync_dir(out_dir)
     except OSError as error:
         _discard(staging, created)
@@ -324,46 +324,6 @@ def main(argv: list[str]) -> int:
         result = export_policy(config)
     print_summary(result)
     return 0
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM are noted and raised as KeyboardInterrupt when the block ends.
-
-    Python-level handlers, not a signal mask: the mask is per thread and onnxruntime's or
-    BLAS's threads would still take the signal. A no-op off the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    noted: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda s, f: noted.append(s)) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if noted:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (kill, systemd, a CI timeout) cleans up like Ctrl-C: exit 130, no staging
-    directory or half-made output directory left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_args(argv: list[str]) -> ExportConfig:

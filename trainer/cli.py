@@ -8,20 +8,17 @@ by Ctrl-C after saving the last completed batch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from runtime.constants import POLICY_FILE
+from runtime.interrupts import signals_held, terminate_as_interrupt
 from runtime.policy import PolicyError, atomic_write, load_policy
 from trainer.config import PRESETS, SEED_PRESET, TrainConfig, from_dict, preset
 
@@ -246,7 +243,7 @@ def _require(needs: dict[str, str], task: str) -> None:
 
 
 def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.Namespace) -> int:
-    with _sigterm_interrupts():
+    with terminate_as_interrupt():
         return _train_and_save_interruptible(config, state, out, args)
 
 
@@ -278,7 +275,7 @@ def _train_and_save_interruptible(
         except KeyboardInterrupt:
             interrupted = True
     try:
-        with _interrupts_deferred() as deferred:
+        with signals_held() as deferred:
             save_run(out, config, state, eval_mean, policy=policy, reproducible=args.reproducible)
     except OSError as error:  # e.g. the disk filled up or the directory went away meanwhile
         print(f"trainer: error: cannot save the run to {out}: {error}", file=sys.stderr)
@@ -286,44 +283,6 @@ def _train_and_save_interruptible(
     interrupted = interrupted or bool(deferred)
     _summary(config, state, eval_mean, out, interrupted)
     return 130 if interrupted else 0
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (kill, timeout, a service stop) is handled like Ctrl-C: the run is saved and
-    the exit status is 130 (it killed the process, losing every episode played)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[list[int]]:
-    """Ctrl-C or SIGTERM while the run directory is written is acted on after it, so every
-    file is written whole and from the same state; yields the list of signals caught meanwhile."""
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    handlers = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(signum)
-        if handler != signal.SIG_IGN:
-            handlers[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
-    try:
-        yield caught
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
 
 
 def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
