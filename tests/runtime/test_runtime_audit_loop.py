@@ -10,6 +10,7 @@ from runtime.loop import ControlLoop
 from runtime.plants import CartPoleSim
 from runtime.policy import make_meta, parse_policy, policy_bytes
 from runtime.slot import PolicySlot
+from tests.runtime.test_runtime_loop import FakeClock
 
 GAINS = np.array([0.5, 1.0, 10.0, 2.0], dtype=np.float32)
 
@@ -53,19 +54,6 @@ def test_a_stop_during_the_wait_ends_the_run_without_spinning_to_the_deadline(hz
     assert summary.stopped_by == "SIGTERM" and summary.decisions == 1
     assert clock.now - started < 200_000_000  # one 0.1 s nap, not the rest of the period
     assert len(loop.stats.lateness_ns) == 0  # no wake-up was measured for a step not taken
-
-
-class FakeClock:
-    """Fake monotonic ns that move only when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += round(seconds * 1e9)
 
 
 @pytest.mark.parametrize(
