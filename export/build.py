@@ -41,6 +41,7 @@ from runtime.policy import (
     Policy,
     PolicyError,
     atomic_write,
+    fsync_directory,
     load_policy,
     meta_to_json,
     parse_policy,
@@ -219,7 +220,7 @@ def write_artifacts(
                 os.replace(staging / path.name, path)
         if caught:
             raise KeyboardInterrupt
-        _fsync_dir(out_dir)
+        fsync_directory(out_dir)
     except OSError as error:
         _discard(staging, created)
         raise Failure(
@@ -298,14 +299,6 @@ def _discard(staging: Path | None, created: list[Path]) -> None:
     for directory in created:  # deepest first; rmdir refuses one that is not empty
         with contextlib.suppress(OSError):
             directory.rmdir()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_stale(out_dir: Path, artifacts: dict[str, bytes]) -> None:

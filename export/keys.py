@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.console import InputError, Parser, check_key_file, path_arg, say
-from runtime.policy import signed_bytes
+from runtime.policy import fsync_directory, signed_bytes, write_synced_temporary
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +75,8 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
     A temporary file is written (mode 0600 from the start), then hard-linked to its name:
     unlike a rename, a link never replaces an existing file, so a key is never overwritten.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = write_synced_temporary(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -91,11 +85,7 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
             _write_exclusive(path, data, mode)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
 
 
 def _write_exclusive(path: Path, data: bytes, mode: int) -> None:

@@ -220,11 +220,25 @@ def policy_bytes(params: Params, meta: dict[str, Any], signature: bytes | None =
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file beside `path`, fsync, rename over it, fsync the directory."""
-    import tempfile  # imported here: start-up time (README, Performance)
     from pathlib import Path
 
     path = Path(path)
     _refuse_special_target(path)
+    tmp = write_synced_temporary(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def write_synced_temporary(path: os.PathLike, data: bytes, mode: int) -> str:
+    """A temporary file beside `path` holding `data`, fsync'd, with `mode`; returns its name."""
+    import tempfile  # imported here: start-up time (README, Performance)
+    from pathlib import Path
+
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -232,15 +246,19 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    return tmp
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """Make the names created or renamed in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def _refuse_special_target(path: os.PathLike) -> None:
