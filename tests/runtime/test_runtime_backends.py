@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,11 @@ def test_fused_numpy_extremes_and_other_input_types() -> None:
     assert fused(np.array([1e4, 0, 0, 0], np.float32)) == 1.0
     assert fused(np.array([-1e4, 0, 0, 0], np.float32)) == 0.5  # relu cuts negative units
     params["W2"] = -params["W2"]
-    assert fused_decision(params)(np.array([1e4, 0, 0, 0], np.float32)) == 0.0
+    assert fused_decision(params)(np.array([1e4, 0, 0, 0], np.float32)) == 0.0  # exp overflows
+    assert fused_decision(params)(np.array([1e-3, 0, 0, 0], np.float32)) == pytest.approx(
+        1 / (1 + np.exp(10)), rel=1e-6
+    )  # a small p keeps its relative precision
+    assert math.isnan(fused(np.array([np.nan, 0, 0, 0], np.float32)))  # the loop acts 0 on NaN
     assert fused([0.001, 0.0, 0.0, 0.0]) == pytest.approx(1 / (1 + np.exp(-10)))
     assert fused(np.array([0.001, 0, 0, 0], np.float64)) == pytest.approx(1 / (1 + np.exp(-10)))
 
