@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import numpy as np
 
 from runtime.constants import ENV_ID, OBS_DIM
+from runtime.rng import Generator
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,16 @@ class CartPoleSim:
     """Gymnasium's CartPole-v1 (`gym.make("CartPole-v1")`) without Gymnasium.
 
     The arithmetic is Gymnasium's, in the same order and on the same float64 scalars, so the
-    float32 observations are bitwise identical for the same seed and actions. The reset RNG is
-    `np.random.default_rng(seed)` (Gymnasium's `seeding.np_random`: PCG64 on a SeedSequence),
-    re-seeded only when a seed is given, like `Env.reset(seed=...)`.
+    float32 observations are bitwise identical for the same seed and actions. The reset RNG
+    draws what `np.random.default_rng(seed)` draws (Gymnasium's `seeding.np_random`: PCG64 on a
+    SeedSequence; `runtime.rng`, without importing numpy.random), re-seeded only when a seed is
+    given, like `Env.reset(seed=...)`.
     """
 
     obs_dim = OBS_DIM
 
     def __init__(self) -> None:
-        self.rng = np.random.default_rng()
+        self.rng = Generator()
         self.state = np.zeros(4)
         self.steps = 0
         self.terminated = False
@@ -91,8 +93,8 @@ class CartPoleSim:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.state = self.rng.uniform(low=RESET_LOW, high=RESET_HIGH, size=(4,))
+            self.rng = Generator(seed)
+        self.state = np.array(self.rng.uniform(RESET_LOW, RESET_HIGH, 4), dtype=np.float64)
         self.steps = 0
         self.terminated = self.truncated = False
         return np.array(self.state, dtype=np.float32)
