@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/runtime.py            # the full run (about 40 s)
     .venv/bin/python bench/runtime.py --quick    # a smoke run (a few seconds)
+    .venv/bin/python bench/runtime.py --only latency   # one section (cold, latency, jitter)
+
+On a VM whose speed changes within a minute (this one: README, Performance), `--only` runs a
+section within one quiet spell; the candidates inside a section still share each round.
 
 1. Cold start (first, while this process runs no thread of its own): from spawning the runtime
    with `--plant stdio` to reading its first action (median and quartiles of N runs), with its
@@ -61,6 +65,7 @@ from runtime.plants import CartPoleSim  # noqa: E402
 from runtime.policy import init_params, load_policy, make_meta, save_policy  # noqa: E402
 from runtime.slot import PolicySlot  # noqa: E402
 
+SECTIONS = ("cold", "latency", "jitter")  # in the order they run
 HIDDEN_SIZES = (64, 128, 200)
 TARGET_FUSED_US = 1.5
 TARGET_RATIO_ORT = 0.4
@@ -389,7 +394,17 @@ def bench_jitter(directory: Path, seconds: float) -> dict:
 
 
 def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
+    """The sections that ran (the others are None)."""
     print(f"machine: {machine()}")
+    if cold_rows is not None:
+        print_cold_start(cold_rows)
+    if latency_rows is not None:
+        print_latency(latency_rows, graph, floor)
+    if jitter is not None:
+        print_jitter(jitter)
+
+
+def print_cold_start(cold_rows) -> None:
     print("\n== cold start to first action (median, quartiles) and peak RSS, H=128")
     for row in cold_rows:
         print(
@@ -398,6 +413,9 @@ def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
             f"  {row['peak_rss_mb']:5.1f} MB  ({row['runs']} runs)"
         )
     print(f"targets (numpy): <= {TARGET_COLD_MS:g} ms, <= {TARGET_RSS_MB:g} MB")
+
+
+def print_latency(latency_rows, graph, floor) -> None:
     print(f"\n== decision latency, one observation (us); ONNX graph: {graph}")
     print(f"{'H':>4}  {'candidate':<18} {'median':>8} {'p99':>8} {'vs fused':>9}")
     for hidden in HIDDEN_SIZES:
@@ -428,6 +446,9 @@ def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
         f"NumPy floor at H=128 (timeit, each call alone, ns): {calls}"
         f" = {sum(floor.values()) / 1000:.2f} us"
     )
+
+
+def print_jitter(jitter) -> None:
     print(
         f"\n== loop jitter at {jitter['hz']} Hz for {jitter['seconds']:g} s ({jitter['steps']} steps)"
     )
@@ -444,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="cold starts per variant (15)")
     parser.add_argument("--jitter-seconds", type=float, default=None, help="(10)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable; default: all three)",
+    )
     args = parser.parse_args(argv)
+    sections = args.only or SECTIONS
     runs = args.runs or (2 if args.quick else 15)
     seconds = args.jitter_seconds or (1.0 if args.quick else 10.0)
     try:
@@ -457,10 +485,14 @@ def main(argv: list[str] | None = None) -> int:
         with_ort = False
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
         directory = Path(tmp)
-        cold_rows = bench_cold_start(directory, runs, with_ort)  # first: no thread of ours runs
-        latency_rows, graph = bench_latency(directory, args.quick, with_ort)
-        floor = numpy_floor_ns(number=2_000 if args.quick else 20_000)
-        jitter = bench_jitter(directory, seconds)
+        cold_rows = latency_rows = graph = floor = jitter = None
+        if "cold" in sections:  # first: no thread of ours runs yet
+            cold_rows = bench_cold_start(directory, runs, with_ort)
+        if "latency" in sections:
+            latency_rows, graph = bench_latency(directory, args.quick, with_ort)
+            floor = numpy_floor_ns(number=2_000 if args.quick else 20_000)
+        if "jitter" in sections:
+            jitter = bench_jitter(directory, seconds)
     print_report(latency_rows, graph, floor, cold_rows, jitter)
     if args.json:
         results = {"machine": machine(), "latency": latency_rows, "numpy_floor_ns": floor}

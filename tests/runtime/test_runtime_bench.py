@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def test_latency_cold_start_and_jitter_parts_run(bench, tmp_path: Path) -> None:
     bench.CONSOLE_SCRIPTS.clear()
     jitter = bench.bench_jitter(tmp_path, 0.2)
     assert jitter["steps"] >= 10 and jitter["late_max_ms"] >= jitter["late_p50_ms"]
+
+
+def test_only_one_section_runs_and_is_reported(bench, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "jitter.json"
+    assert (
+        bench.main(["--quick", "--only", "jitter", "--jitter-seconds", "0.2", "--json", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "== loop jitter" in printed
+    assert "== cold start" not in printed and "== decision latency" not in printed
+    results = json.loads(out.read_text())
+    assert results["latency"] is None and results["cold_start"] is None
+    assert results["jitter"]["steps"] >= 10
