@@ -9,31 +9,19 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.ota_support import (
     PREFIX,
     Device,
     Watcher,
     _entries,
-    new_key,
     raw_npz,
     signed_policy,
     update_result,
 )
+from tests.runtime import test_agent_audit_payloads as payloads
 from tests.runtime.test_agent_audit_payloads import meta_entry
 
-
-@pytest.fixture
-def keys(tmp_path):
-    return new_key(tmp_path)
-
-
-@pytest.fixture
-def watcher(broker):
-    watching = Watcher(broker.port, f"{PREFIX}/devices/+/status")
-    yield watching
-    watching.close()
+keys, watcher = payloads.keys, payloads.watcher  # the same fixtures as the payload audit's
 
 
 def push(watcher: Watcher, payload: bytes, device: str = "dev-1") -> dict:
