@@ -342,13 +342,13 @@ def numpy_floor_ns(hidden: int = 128, number: int = 20_000, repeat: int = 7) -> 
     NumPy decision function (median of `repeat` timeit runs of `number` calls)."""
     rng = np.random.default_rng(hidden)
     w1t = np.ascontiguousarray(rng.standard_normal((4, hidden)), dtype=np.float32)
-    w2_row = rng.standard_normal((1, hidden)).astype(np.float32)
+    negated_w2_row = -rng.standard_normal((1, hidden)).astype(np.float32)
     # ReLU outputs: garbage from np.empty can hold subnormals, which make the dot 50x slower
     hidden_buffer = np.abs(rng.standard_normal(hidden)).astype(np.float32)
     names = {
         "obs": rng.standard_normal(4).astype(np.float32),
         "w1t": w1t,
-        "w2_row": w2_row,
+        "negated_w2_row": negated_w2_row,
         "negated_logit": np.empty(1, dtype=np.float32),
         "hidden": hidden_buffer,
         "zeros": np.zeros_like(hidden_buffer),
@@ -359,7 +359,7 @@ def numpy_floor_ns(hidden: int = 128, number: int = 20_000, repeat: int = 7) -> 
     calls = (
         "obs.dot(w1t, hidden)",
         "maximum(hidden, zeros, out=into_hidden)",
-        "w2_row.dot(hidden, negated_logit)",
+        "negated_w2_row.dot(hidden, negated_logit)",
         "negated_logit_value[0]",
     )
     floor = {}
