@@ -49,10 +49,16 @@ def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
     # read back as a Python float through a memoryview made once: no NumPy scalar to create
     negated_logit_value = memoryview(negated_logit)
     hidden = np.empty(negated_w2_row.shape[1], dtype=F32)
-    # relu against an array of zeros of the same shape into a tuple `out`: the ufunc then
-    # converts no scalar and wraps no output (measured 15-30% faster per decision than a
-    # float32 scalar zero with out=hidden on NumPy 2.4 and 1.24; README, Performance)
-    zeros, into_hidden = np.zeros_like(hidden), (hidden,)
+    # relu on the float32 bits read as int32: IEEE 754 orders the non-negative floats as their
+    # bit patterns, and every negative float (sign bit set) is a negative int, so
+    # max(bits, 0) is max(h, 0) bit for bit (-0 and -inf too; a NaN with its sign bit set
+    # becomes 0). The integer loop is cheaper to select and to run and skips one check of the
+    # floating-point status: 2% faster per decision than the float32 maximum (README,
+    # Performance)
+    hidden_bits = hidden.view(np.int32)
+    # against an array of zeros into a tuple `out`: the ufunc converts no scalar and wraps no
+    # output (15-30% faster than a scalar zero with out=hidden on NumPy 2.4 and 1.24)
+    zeros, into_hidden_bits = np.zeros_like(hidden_bits), (hidden_bits,)
     maximum, exp, output_dot = np.maximum, math.exp, negated_w2_row.dot
 
     def probability(obs: np.ndarray) -> float:
@@ -60,7 +66,7 @@ def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
             obs.dot(w1t, hidden)  # h = W1 obs, into the buffer (the method is the cheapest call)
         except (TypeError, ValueError, AttributeError):  # not a float32 array: convert once
             np.asarray(obs, dtype=F32).reshape(-1).dot(w1t, hidden)
-        maximum(hidden, zeros, out=into_hidden)  # h = relu(h)
+        maximum(hidden_bits, zeros, out=into_hidden_bits)  # h = relu(h)
         output_dot(hidden, negated_logit)  # -z = -(W2 . h)
         try:
             return 1.0 / (1.0 + exp(negated_logit_value[0]))  # p = sigmoid(z)

@@ -48,6 +48,30 @@ def test_fused_numpy_extremes_and_other_input_types() -> None:
     assert fused(np.array([0.001, 0, 0, 0], np.float64)) == pytest.approx(1 / (1 + np.exp(-10)))
 
 
+def test_the_relu_on_the_bits_is_relu_bit_for_bit() -> None:
+    """The ReLU runs on the float32 bits read as int32: every negative value, -inf included,
+    becomes +0; every positive value, +inf included, stays as it is."""
+    rng = np.random.default_rng(7)
+    params = init_params(64, rng)
+    fused = fused_decision(params)
+    w1t = np.ascontiguousarray(params["W1"].astype(np.float32).T)
+    observations = np.concatenate(
+        [
+            rng.standard_normal((300, 4)) * 10.0 ** rng.integers(-3, 4, (300, 1)),
+            np.zeros((1, 4)),
+            np.full((1, 4), 3e38),  # hidden units overflow to +inf and -inf
+            np.full((1, 4), -3e38),
+        ]
+    ).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # the extreme rows overflow on purpose
+        for obs in observations:
+            fused(obs)
+            hidden = obs.dot(w1t)
+            assert fused.hidden.tobytes() == np.where(hidden > 0, hidden, np.float32(0)).tobytes()
+        extremes = observations[-1].dot(w1t)  # the last row reaches both infinities
+    assert (extremes == np.inf).any() and (extremes == -np.inf).any()
+
+
 def test_the_decision_buffer_is_reused() -> None:
     fused = fused_decision(init_params(16, np.random.default_rng(0)))
     buffer = fused.hidden
