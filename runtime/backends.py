@@ -53,7 +53,7 @@ def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
     # bit patterns, and every negative float (sign bit set) is a negative int, so
     # max(bits, 0) is max(h, 0) bit for bit (-0 and -inf too; a NaN with its sign bit set
     # becomes 0). The integer loop is cheaper to select and to run and skips one check of the
-    # floating-point status: 2% faster per decision than the float32 maximum (README,
+    # floating-point status: 1-2% faster per decision than the float32 maximum (README,
     # Performance)
     hidden_bits = hidden.view(np.int32)
     # against an array of zeros into a tuple `out`: the ufunc converts no scalar and wraps no
