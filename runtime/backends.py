@@ -37,8 +37,8 @@ class BackendError(ValueError):
 def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
     """p(action 1) for one observation: sigmoid(W2 . relu(W1 obs)), allocation-free.
 
-    A closure rather than a class: its weights, buffer and functions are cell variables,
-    the cheapest lookups Python has. The hidden buffer is exposed as `.hidden`.
+    A closure rather than a class: its weights, buffer and functions are cell variables, read
+    without the attribute lookups of `self`. The hidden buffer is exposed as `.hidden`.
     """
     # obs @ W1.T is dot(obs, w1t) with w1t C-contiguous (obs_dim, hidden)
     w1t = np.ascontiguousarray(np.asarray(params[KEY_W1], dtype=F32).T)
