@@ -4,7 +4,7 @@
     .venv/bin/python bench/runtime.py --quick    # a smoke run (a few seconds)
     .venv/bin/python bench/runtime.py --only latency   # one section (cold, latency, jitter)
 
-On a VM whose speed changes within a minute (this one: README, Performance), `--only` runs a
+On a VM whose speed changes within a minute (this one: docs/performance.md), `--only` runs a
 section within one quiet spell; the candidates inside a section still share each round.
 
 1. Cold start (first, while this process runs no thread of its own): from spawning the runtime

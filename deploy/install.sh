@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the reinforce-edge runtime on a Debian-based board (Raspberry Pi OS) as a hardened
 # systemd service, from the source tree this script lives in. Run it as root; run it again to
-# upgrade (only what differs is redone). See deploy/README.md.
+# upgrade (only what differs is redone). See docs/deploying.md.
 #
 #   sudo deploy/install.sh --policy policy.npz --public-key fleet.pub \
 #        --broker mqtts://broker.lan:8883 --ca-file ca.crt --cert pi-01.crt --key pi-01.key \

@@ -156,7 +156,7 @@ def _parse_json(payload: bytes) -> Any:
 
 
 def _looks_like_status(body: Any) -> bool:
-    """A JSON object whose fields have the types of the README's status schema."""
+    """A JSON object whose fields have the types of the status schema in docs/ota.md."""
     if not isinstance(body, dict):
         return False
     version = body.get("policy_version")

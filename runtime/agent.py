@@ -374,7 +374,7 @@ class Agent:
             self._on_own_status(data)
             return
         if not data and message.topic == self.topics["fleet"]:
-            # How MQTT clears a retained message (deploy/README.md, rolling back by hand):
+            # How MQTT clears a retained message (docs/deploying.md, rolling back a policy by hand):
             # the operator removed the fleet policy, nobody sent this device a bad one.
             logger.info("the retained fleet policy was cleared on the broker")
             return

@@ -23,7 +23,7 @@ from runtime.constants import KEY_W1, KEY_W2, ONNX_FILE
 from runtime.policy import Params, Policy, action_probability
 from runtime.slot import ActivePolicy
 
-if TYPE_CHECKING:  # pathlib is imported where a path is used: start-up time (README, Performance)
+if TYPE_CHECKING:  # pathlib is imported where a path is used: start-up time (docs/performance.md)
     from pathlib import Path
 
 F32 = np.float32
@@ -53,8 +53,8 @@ def fused_decision(params: Params) -> Callable[[np.ndarray], float]:
     # bit patterns, and every negative float (sign bit set) is a negative int, so
     # max(bits, 0) is max(h, 0) bit for bit (-0 and -inf too; a NaN with its sign bit set
     # becomes 0). The integer loop is cheaper to select and to run and skips one check of the
-    # floating-point status: 1-2% faster per decision than the float32 maximum (README,
-    # Performance)
+    # floating-point status: 1-2% faster per decision than the float32 maximum
+    # (docs/performance.md)
     hidden_bits = hidden.view(np.int32)
     # against an array of zeros into a tuple `out`: the ufunc converts no scalar and wraps no
     # output (15-30% faster than a scalar zero with out=hidden on NumPy 2.4 and 1.24)

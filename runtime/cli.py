@@ -57,7 +57,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse's own asks shutil (which imports bz2 and lzma) for the terminal width at
-        # every add_argument: 4-6 ms of each start (README, Performance); os alone knows it
+        # every add_argument: 4-6 ms of each start (docs/performance.md); os alone knows it
         return self.formatter_class(prog=self.prog, width=terminal_width())
 
 

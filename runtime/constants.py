@@ -53,7 +53,7 @@ TOPIC_ALL_STATUS = "{prefix}/devices/+/status"
 # Wake this long before each deadline, run one throwaway decision and spin to the deadline:
 # after a 10 ms sleep the caches are cold and time.sleep overshoots by 0.1-0.2 ms (measured at
 # 100 Hz on the bench VM: decision p50 41-67 -> 6-10 us, lateness p50 140-200 -> 13-35 us;
-# README, Performance). Costs this much CPU per period (1.5% at 50 Hz).
+# docs/performance.md). Costs this much CPU per period (1.5% at 50 Hz).
 DEFAULT_WARM_UP_US = 300.0
 MAX_WARM_UP_US = 100_000.0
 

@@ -5,7 +5,7 @@
   Euler integration, thresholds, 500-step truncation and reset distribution for a seed);
 - `stdio`: a line protocol on stdin/stdout for a real plant behind a bridge (see `StdioPlant`);
 - `gym`: any Gymnasium environment with two discrete actions (imports gymnasium only then);
-- `module:Class`: your own plant class (see `load_custom_plant` and the README).
+- `module:Class`: your own plant class (see `load_custom_plant` and docs/runtime.md, "Your own plant").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why: the sim needs four uniform numbers per episode, and importing `numpy.random` to draw
 them costs 14-19 ms of the runtime's cold start on this machine (it pulls in `secrets`,
-`hmac` and OpenSSL's `hashlib`; README, Performance). The algorithms are NumPy's own and
+`hmac` and OpenSSL's `hashlib`; docs/performance.md). The algorithms are NumPy's own and
 stable since NumPy 1.17:
 - `SeedSequence` (numpy/random/bit_generator.pyx): the seed's 32-bit words hashed into a
   pool of four, then drawn out as the generator's state;

@@ -1,4 +1,4 @@
-"""The README's JSON schemas for status and telemetry hold for real messages from an agent."""
+"""The JSON schemas of docs/ota.md for status and telemetry hold for real messages from an agent."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.ota_support import PREFIX, Device, Watcher, new_key, signed_policy, update_result
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OTA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "ota.md"
 JSON_TYPES = {
     "object": dict,
     "string": str,
@@ -24,14 +24,14 @@ JSON_TYPES = {
 }
 
 
-def readme_schemas() -> dict[str, dict[str, Any]]:
-    blocks = re.findall(r"```json\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+def documented_schemas() -> dict[str, dict[str, Any]]:
+    blocks = re.findall(r"```json\n(.*?)```", OTA_PAGE.read_text(encoding="utf-8"), re.S)
     schemas = [json.loads(block) for block in blocks if '"$schema"' in block]
     return {schema["title"]: schema for schema in schemas}
 
 
 def problems(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
-    """What in `value` breaks `schema` (the keywords the README uses), and undocumented keys."""
+    """What in `value` breaks `schema` (the keywords the documented schemas use), and undocumented keys."""
     if "oneOf" in schema:
         matching = [s for s in schema["oneOf"] if not problems(value, s, where)]
         return [] if len(matching) == 1 else [f"{where}: matches {len(matching)} of oneOf"]
@@ -60,13 +60,13 @@ def problems(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
 
 
 def test_the_validator_catches_drift():
-    status = readme_schemas()["reinforce-edge device status"]
+    status = documented_schemas()["reinforce-edge device status"]
     assert problems({"state": "asleep"}, status)
     assert problems({"state": "online", "surprise": 1}, status)
 
 
-def test_real_status_and_telemetry_match_the_readme(tmp_path, broker):
-    schemas = readme_schemas()
+def test_real_status_and_telemetry_match_the_documented_schemas(tmp_path, broker):
+    schemas = documented_schemas()
     status_schema = schemas["reinforce-edge device status"]
     telemetry_schema = schemas["reinforce-edge device telemetry"]
     key, pub = new_key(tmp_path)
@@ -93,5 +93,5 @@ def test_real_status_and_telemetry_match_the_readme(tmp_path, broker):
     "title", ["reinforce-edge device status", "reinforce-edge device telemetry"]
 )
 def test_every_documented_field_is_required(title):
-    schema = readme_schemas()[title]
+    schema = documented_schemas()[title]
     assert set(schema["required"]) == set(schema["properties"])
