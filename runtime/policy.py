@@ -678,8 +678,12 @@ def parse_policy(
     if len(data) > max_bytes:
         raise PolicyError(f"policy is {len(data)} bytes, more than the limit of {max_bytes}")
     arrays = _read_archive(data, max_bytes)
-    if _declared_format(arrays[KEY_META]) == FORMAT_VERSION_2:
+    declared = _declared_format(arrays[KEY_META])
+    if declared == FORMAT_VERSION_2:
         return _parse_format_2(data, arrays, obs_dim)
+    if declared != FORMAT_VERSION:  # a later format: its entries would only confuse the checks
+        readable = " and ".join(str(version) for version in FORMAT_VERSIONS)
+        raise PolicyError(f"meta.format_version is {declared}, this runtime reads {readable}")
     return _parse_format_1(data, arrays, OBS_DIM if obs_dim is None else obs_dim)
 
 
@@ -708,16 +712,20 @@ def _parse_format_1(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int) ->
 
 
 def _declared_format(array: np.ndarray) -> int:
-    """2 when meta is readable JSON with format_version 2, else 1: a format-1 file, or one too
-    damaged to tell, is checked exactly as format 1 always was (the same errors, in order)."""
-    if array.shape != () or array.dtype.kind != "U" or array.size * 4 > 4 * MAX_META_BYTES:
+    """meta's format_version when meta is readable JSON and that is an integer, else 1: a format-1
+    file, or one too damaged to tell, is checked exactly as format 1 always was (the same
+    errors, in the same order)."""
+    if array.shape != () or array.dtype.kind != "U":
+        return FORMAT_VERSION
+    text = str(array[()])
+    if len(text) > MAX_META_BYTES:  # characters: never more than its UTF-8 bytes
         return FORMAT_VERSION
     try:
-        meta = json.loads(str(array[()]))
+        meta = json.loads(text)
     except (ValueError, RecursionError):
         return FORMAT_VERSION
     declared = meta.get("format_version") if isinstance(meta, dict) else None
-    return FORMAT_VERSION_2 if _is_int(declared) and declared == FORMAT_VERSION_2 else 1
+    return declared if _is_int(declared) else FORMAT_VERSION
 
 
 def _parse_format_2(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int | None) -> Policy:
