@@ -205,16 +205,11 @@ class PolicySpec:
         object.__setattr__(self, "action_low", lows)  # lists from JSON become tuples
         object.__setattr__(self, "action_high", highs)
 
-    @property
-    def outputs(self) -> int:
-        """Rows of W2 (1 for bernoulli, whose W2 is one vector (hidden,))."""
-        return self.action_dim
-
 
 def param_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
     """The shape of every array a policy with `spec` may hold (which are present: see
     `parse_policy`): W2 is (hidden,) for bernoulli as in format 1, else (outputs, hidden)."""
-    hidden, obs_dim, outputs = spec.hidden, spec.obs_dim, spec.outputs
+    hidden, obs_dim, outputs = spec.hidden, spec.obs_dim, spec.action_dim
     return {
         KEY_W1: (hidden, obs_dim),
         KEY_W2: (hidden,) if spec.head == HEAD_BERNOULLI else (outputs, hidden),
