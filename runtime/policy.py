@@ -985,8 +985,8 @@ def _check_meta_v2(text: str, obs_dim: int | None) -> tuple[dict[str, Any], Poli
     missing = [name for name in META_FIELDS_V2 if name not in meta]
     if meta.get("head") == HEAD_GAUSSIAN:
         missing += [name for name in META_BOUNDS_V2 if name not in meta]
-    if missing:
-        raise PolicyError(f"meta is missing {', '.join(missing)}")
+    if missing:  # names the format: a format-1 meta that claims 2 lacks format 2's fields
+        raise PolicyError(f"meta is missing {', '.join(missing)} (meta.format_version is 2)")
     unknown = sorted(set(meta) - {*META_FIELDS_V2, *META_BOUNDS_V2, *META_OPTIONAL_V2})
     if unknown:
         raise PolicyError(
