@@ -25,13 +25,12 @@ import numpy as np
 
 from export.c_header import render_header
 from export.console import Failure, InputError, Parser, path_arg, positive_int, say
-from export.keys import load_private_key, sign
+from export.keys import load_private_key, sign_policy
 from export.onnx_graph import build_onnx
 from export.parity import ParityReport, check_parity
 from runtime.constants import (
     C_HEADER_FILE,
-    KEY_W1,
-    KEY_W2,
+    FORMAT_VERSION,
     MANIFEST_FILE,
     ONNX_FILE,
     POLICY_FILE,
@@ -104,6 +103,11 @@ def export_policy(config: ExportConfig) -> ExportResult:
         source = load_policy(policy_path)
     except PolicyError as error:
         raise InputError(str(error)) from None
+    if source.format_version != FORMAT_VERSION and (config.onnx or config.c):
+        raise InputError(
+            f"format {source.format_version} policies (head {source.spec.head}) cannot be"
+            " exported to ONNX/C yet"
+        )
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
     artifacts = render_artifacts(policy, config.onnx, config.c, source.sha256)
@@ -151,10 +155,8 @@ def exported_policy(source: Policy, version: int | None, private_key: Any | None
     if version is not None:
         meta["version"] = version
     meta_json = meta_to_json(meta)
-    w1 = np.asarray(source.params[KEY_W1], dtype=np.float32)
-    w2 = np.asarray(source.params[KEY_W2], dtype=np.float32)
     if private_key is not None:
-        signature = sign(private_key, meta_json, w1, w2)
+        signature = sign_policy(private_key, meta_json, source.params, source.format_version)
     elif source.signature is not None and meta_json == source.meta_json:
         signature = source.signature  # same content: the source's signature still covers it
     else:
@@ -237,9 +239,11 @@ def write_artifacts(
 def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) -> ParityReport:
     """Read the staged files back and compare each with the policy's forward pass."""
     staged = load_policy(staging / POLICY_FILE)
-    for key in (KEY_W1, KEY_W2):
-        if not np.array_equal(staged.params[key], policy.params[key]):
+    for key in sorted(set(staged.params) | set(policy.params)):  # format 2: up to 7 arrays
+        if not np.array_equal(staged.params.get(key), policy.params.get(key)):
             raise Failure(f"{POLICY_FILE} read back with different {key}; no artifacts written")
+    if staged.format_version != FORMAT_VERSION:  # no ONNX or C for it yet: nothing to compare
+        return ParityReport(observations=0)
     onnx_model = (staging / ONNX_FILE).read_bytes() if ONNX_FILE in artifacts else None
     header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
     try:

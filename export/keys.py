@@ -2,7 +2,9 @@
 
 The private key never leaves the machine that exports; a device holds only `signing.pub`
 and checks signatures with `runtime.signing.verify_policy`. The signature covers
-`runtime.policy.signed_bytes(meta_json, W1, W2)` (the definition is in the README).
+`runtime.policy.signed_bytes(meta_json, W1, W2)` for format 1 and
+`runtime.policy.signed_bytes_v2(meta_json, params)` for format 2 (the definitions are in
+docs/export.md, Signing).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from export.console import InputError, Parser, check_key_file, path_arg, say
-from runtime.policy import fsync_directory, signed_bytes, write_synced_temporary
+from runtime.policy import (
+    Params,
+    fsync_directory,
+    signed_bytes,
+    signed_message,
+    write_synced_temporary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +147,11 @@ def load_private_key(path: str | os.PathLike) -> Any:
 def sign(private_key: Any, meta_json: str, w1: np.ndarray, w2: np.ndarray) -> bytes:
     """The 64-byte Ed25519 signature over `signed_bytes(meta_json, W1, W2)`."""
     return private_key.sign(signed_bytes(meta_json, w1, w2))
+
+
+def sign_policy(private_key: Any, meta_json: str, params: Params, format_version: int) -> bytes:
+    """The 64-byte Ed25519 signature of a policy in either format (`signed_message`)."""
+    return private_key.sign(signed_message(meta_json, params, format_version))
 
 
 def keygen_main(argv: list[str]) -> int:

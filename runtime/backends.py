@@ -9,6 +9,8 @@
   an ONNX file that does not belong to the (possibly signed) npz is refused.
 
 A decision function keeps its own buffers: call it from one thread (the control loop).
+Both run format 1's network only: a policy with another head or activation, biases or a
+normaliser (format 2) is refused by `make_active` (`check_runnable`) until they learn it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.constants import KEY_W1, KEY_W2, ONNX_FILE
+from runtime.constants import (
+    HEAD_BERNOULLI,
+    KEY_B1,
+    KEY_B2,
+    KEY_OBS_MEAN,
+    KEY_OBS_STD,
+    KEY_W1,
+    KEY_W2,
+    ONNX_FILE,
+)
 from runtime.policy import Params, Policy, action_probability
 from runtime.slot import ActivePolicy
 
@@ -146,13 +157,31 @@ def onnx_path_for(policy_path: str | Path) -> Path:
     return same_stem if same_stem.is_file() else policy_path.parent / ONNX_FILE
 
 
+def check_runnable(policy: Policy) -> None:
+    """BackendError unless the decision functions compute this policy: bernoulli, relu, no
+    biases, no normaliser (every format-1 policy, and format-2 ones that are format 1's maths)."""
+    spec = policy.spec
+    extras = [key for key in (KEY_B1, KEY_B2, KEY_OBS_MEAN, KEY_OBS_STD) if key in policy.params]
+    if spec.head == HEAD_BERNOULLI and spec.activation == "relu" and not extras:
+        return
+    with_extras = f", with {', '.join(extras)}" if extras else ""
+    raise BackendError(
+        f"policy version {policy.version} (format {policy.format_version}, head {spec.head},"
+        f" activation {spec.activation}{with_extras}) cannot run on this device runtime yet:"
+        " it runs bernoulli policies with relu and no biases or normaliser"
+    )
+
+
 def make_active(
     policy: Policy, backend_name: str = "numpy", policy_path: str | Path | None = None
 ) -> ActivePolicy:
     """A policy with its ready decision function, for the loop's `PolicySlot`.
 
-    `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`).
+    `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`). A policy
+    neither backend computes is a BackendError (`check_runnable`): exit 2 at start, a
+    rejected update over MQTT.
     """
+    check_runnable(policy)
     if backend_name == "numpy":
         return ActivePolicy(policy, fused_decision(policy.params))
     if backend_name == "onnxruntime":

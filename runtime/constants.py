@@ -31,10 +31,47 @@ META_FIELDS = (  # every one required; train_seed and eval_mean_return may be nu
     "eval_mean_return",
 )
 MAX_HIDDEN = 4096  # a larger layer is not a controller for a small board
+# Format 2 (runtime/policy.py): the same zip of .npy entries, one hidden layer, optional biases
+# and observation normaliser, and a head in meta. FORMAT_VERSION (1) is what make_meta writes
+# without a spec, so every CartPole policy stays the format-1 file devices already read.
+FORMAT_VERSION_2 = 2
+FORMAT_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_2)
+KEY_B1 = "b1"  # float32 (hidden,): hidden-layer bias
+KEY_B2 = "b2"  # float32 (action_dim,): output bias ((1,) for a bernoulli head)
+KEY_OBS_MEAN = "obs_mean"  # float32 (obs_dim,): normaliser mean, with obs_std or not at all
+KEY_OBS_STD = "obs_std"  # float32 (obs_dim,), every value > 0
+KEY_LOG_STD = "log_std"  # float32 (action_dim,): gaussian head only, and required there
+# The order the v2 signature covers the arrays in (those present), and their order in the zip
+ARRAY_KEYS_V2 = (KEY_W1, KEY_W2, KEY_B1, KEY_B2, KEY_OBS_MEAN, KEY_OBS_STD, KEY_LOG_STD)
+ALLOWED_KEYS_V2 = ALLOWED_KEYS | set(ARRAY_KEYS_V2)
+META_FIELDS_V2 = (  # every one required; train_seed and eval_mean_return may be null
+    "format",
+    "format_version",
+    "version",
+    "hidden",
+    "obs_dim",
+    "activation",
+    "head",
+    "action_dim",
+    "env_id",
+    "created",
+    "train_seed",
+    "episodes",
+    "eval_mean_return",
+)
+META_BOUNDS_V2 = ("action_low", "action_high")  # lists of action_dim floats: gaussian only
+META_OPTIONAL_V2 = ("solved_episode", "target_return")  # the trainer's; integer / number or null
+ACTIVATIONS = ("relu", "tanh")
+HEAD_BERNOULLI, HEAD_CATEGORICAL, HEAD_GAUSSIAN = "bernoulli", "categorical", "gaussian"
+HEADS = (HEAD_BERNOULLI, HEAD_CATEGORICAL, HEAD_GAUSSIAN)
+MAX_OBS_DIM = 1024  # observation size: far beyond a board's sensors (LunarLander has 8)
+MAX_ACTION_DIM = 256  # categorical actions n, or gaussian action size k
+OBS_CLIP = 10.0  # normalised observations are clipped to +-this (SB3 VecNormalize's clip_obs)
 MAX_META_BYTES = 64 * 1024  # meta JSON, in bytes (UTF-8)
 MAX_KEY_FILE_BYTES = 64 * 1024  # an Ed25519 PEM key is ~120 bytes; room for comments
 DEFAULT_MAX_POLICY_BYTES = 1024 * 1024  # 1 MiB: limit for a file or an MQTT payload
 SIGNATURE_DOMAIN = b"reinforce-edge/policy-signature/v1\x00"
+SIGNATURE_DOMAIN_V2 = b"reinforce-edge/policy-signature/v2\x00"  # format 2: never a v1 match
 SIGNATURE_BYTES = 64  # Ed25519
 POLICY_FILE = "policy.npz"
 ONNX_FILE = "policy.onnx"

@@ -1,16 +1,35 @@
 """The policy: one forward pass and one weight-file format, shared by trainer, exporter and device.
 
+Format 1 (every CartPole policy; what devices run):
+
     h = relu(W1 @ obs)              W1: (hidden, 4), no biases
     p(right) = sigmoid(W2 . h)      W2: (hidden,)
 
+Format 2 (meta.format_version 2): still one hidden layer, with optional biases and observation
+normaliser, and the hidden activation and the output head named in meta (`PolicySpec`):
+
+    x = clip((obs - obs_mean) / obs_std, -10, 10)   only with obs_mean and obs_std (obs_dim,)
+    h = act(W1 @ x + b1)            act relu or tanh; W1 (hidden, obs_dim), b1 (hidden,)
+    bernoulli:   p(action 1) = sigmoid(W2 . h + b2[0])     W2 (hidden,), b2 (1,)
+    categorical: probs = softmax(W2 @ h + b2)              W2 (n, hidden), b2 (n,), n >= 2
+    gaussian:    mean = W2 @ h + b2, std = exp(log_std)    W2 (k, hidden), b2 (k,), log_std (k,)
+
+A multi-output W2 is (outputs, hidden), as W1 is (outputs, inputs). b1 and b2, and obs_mean
+with obs_std, are each optional; log_std is there exactly for a gaussian head. Greedy actions:
+1 when p > 0.5, the argmax, the mean clipped to meta's action_low..action_high.
+
 `policy.npz` is a plain, uncompressed NumPy zip archive with the entries `W1.npy` (float32),
-`W2.npy` (float32), `meta.npy` (0-d unicode array holding UTF-8 JSON) and optionally
-`signature.npy` (uint8, 64 bytes of Ed25519, see `signed_bytes`). The bytes are reproducible:
-fixed entry order and zip timestamps, so the same weights and meta give the same file.
+`W2.npy` (float32), format 2's optional float32 arrays (in the order of
+`constants.ARRAY_KEYS_V2`), `meta.npy` (0-d unicode array holding UTF-8 JSON) and optionally
+`signature.npy` (uint8, 64 bytes of Ed25519, see `signed_bytes` and `signed_bytes_v2`). The
+bytes are reproducible: fixed entry order and zip timestamps, so the same content gives the
+same file.
 
 Every file or payload is untrusted until `parse_policy` has checked it, cheapest check first:
-size, zip structure (stored entries, declared sizes, exact key set), array headers (no pickles,
-declared shape against the bytes present), dtypes and shapes, finite values, then meta fields.
+size, zip structure (stored entries, declared sizes, known keys), array headers (no pickles,
+declared shape against the bytes present), then format 1: its exact key set, dtypes and
+shapes, finite values, meta fields; format 2: meta fields first (they say which entries and
+shapes are valid), then the entry set, dtypes, shapes, finite values and obs_std > 0.
 """
 
 from __future__ import annotations
@@ -32,22 +51,43 @@ from typing import Any
 import numpy as np
 
 from runtime.constants import (
+    ACTIVATIONS,
     ALLOWED_KEYS,
+    ALLOWED_KEYS_V2,
+    ARRAY_KEYS_V2,
     DEFAULT_MAX_POLICY_BYTES,
     ENV_ID,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FORMAT_VERSION_2,
+    FORMAT_VERSIONS,
+    HEAD_BERNOULLI,
+    HEAD_CATEGORICAL,
+    HEAD_GAUSSIAN,
+    HEADS,
+    KEY_B1,
+    KEY_B2,
+    KEY_LOG_STD,
     KEY_META,
+    KEY_OBS_MEAN,
+    KEY_OBS_STD,
     KEY_SIGNATURE,
     KEY_W1,
     KEY_W2,
+    MAX_ACTION_DIM,
     MAX_HIDDEN,
     MAX_META_BYTES,
+    MAX_OBS_DIM,
+    META_BOUNDS_V2,
     META_FIELDS,
+    META_FIELDS_V2,
+    META_OPTIONAL_V2,
+    OBS_CLIP,
     OBS_DIM,
     REQUIRED_KEYS,
     SIGNATURE_BYTES,
     SIGNATURE_DOMAIN,
+    SIGNATURE_DOMAIN_V2,
 )
 
 Params = dict[str, np.ndarray]
@@ -58,12 +98,12 @@ ZIP_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... name length, extr
 ZIP_CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")  # ... name, extra, comment lengths ... offset
 ZIP_END_RECORD = struct.Struct("<4s4H2LH")  # ... entries, directory size and offset, comment
 ZIP_MAX_COMMENT = 0xFFFF
-ZIP_MAX_ENTRIES = 16  # a policy.npz has 3 or 4
+ZIP_MAX_ENTRIES = 16  # a policy.npz has 3 or 4 (format 2: up to 9)
 ZIP_ENCRYPTED, ZIP_UTF8_NAMES = 0x1, 0x800  # general purpose flag bits
 ZIP_STORED = 0  # compression method: none
 # The .npy header as np.lib.format.write_array writes it (every NumPy since 1.9), read with a
-# regex: NumPy's reader runs ast.literal_eval, half the time of parsing a whole policy (README,
-# Performance). Any other header goes to NumPy's reader, which decides.
+# regex: NumPy's reader runs ast.literal_eval, half the time of parsing a whole policy
+# (docs/performance.md, MQTT). Any other header goes to NumPy's reader, which decides.
 NPY_V1_MAGIC = b"\x93NUMPY\x01\x00"
 NPY_V1_HEADER_START = 10  # magic, version, u16le header length
 NPY_MAX_HEADER = 10_000  # NumPy's own limit (max_header_size) before it refuses to parse
@@ -71,23 +111,158 @@ NPY_HEADER = re.compile(
     rb"\{'descr': '([<>|=]?[a-zA-Z][0-9]{0,5})', 'fortran_order': (False|True),"
     rb" 'shape': \(((?:[0-9]{1,18}, )*[0-9]{1,18},?|)\), \} *\n"
 )
+FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max: an action bound must fit
+ACTION_DIM_RANGE = {  # action_dim allowed per head, inclusive
+    HEAD_BERNOULLI: (1, 1),
+    HEAD_CATEGORICAL: (2, MAX_ACTION_DIM),
+    HEAD_GAUSSIAN: (1, MAX_ACTION_DIM),
+}
 
 
 class PolicyError(ValueError):
     """A policy file or payload is unusable; the message says what is wrong."""
 
 
+# --- what a policy computes ------------------------------------------------------
+
+
+def _check_size(name: str, value: Any, low: int, high: int, why: str = "") -> None:
+    if not _is_int(value) or not low <= value <= high:
+        allowed = str(low) if low == high else f"an integer in {low}..{high}"
+        raise PolicyError(f"{name} must be {allowed}{why}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise PolicyError(f"{name} is {value!r}, expected one of {', '.join(allowed)}")
+
+
+def _action_bounds(name: str, value: Any, size: int) -> tuple[float, ...]:
+    """`size` finite float32 numbers as a tuple of floats (JSON gives a list)."""
+    if not isinstance(value, (list, tuple)) or len(value) != size:
+        raise PolicyError(
+            f"{name} must be a list of {size} numbers for a gaussian head, got {value!r}"
+        )
+    for index, bound in enumerate(value):
+        if not _is_finite_float32(bound):
+            raise PolicyError(f"{name}[{index}] must be a finite float32 number, got {bound!r}")
+    return tuple(float(bound) for bound in value)
+
+
+def _is_finite_float32(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return abs(float(value)) <= FLOAT32_MAX  # False for NaN and inf too
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy computes: its sizes, hidden activation and output head (format 2's meta).
+
+    head bernoulli: one output, p(action 1) = sigmoid, action_dim 1 (format 1 is exactly this,
+    with relu); categorical: action_dim = n in 2..MAX_ACTION_DIM logits, softmax; gaussian:
+    action_dim = k in 1..MAX_ACTION_DIM means of a diagonal Gaussian, its greedy action clipped
+    to action_low..action_high (k finite float32 bounds each, low < high; gaussian only).
+    Checked where built: a PolicyError names the field and what is allowed.
+    """
+
+    hidden: int
+    obs_dim: int = OBS_DIM
+    activation: str = "relu"
+    head: str = HEAD_BERNOULLI
+    action_dim: int = 1
+    action_low: tuple[float, ...] | None = None
+    action_high: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_size("hidden", self.hidden, 1, MAX_HIDDEN)
+        _check_size("obs_dim", self.obs_dim, 1, MAX_OBS_DIM)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("head", self.head, HEADS)
+        low, high = ACTION_DIM_RANGE[self.head]
+        _check_size("action_dim", self.action_dim, low, high, f" for a {self.head} head")
+        if self.head == HEAD_GAUSSIAN:
+            self._check_bounds()
+            return
+        for name in META_BOUNDS_V2:
+            if getattr(self, name) is not None:
+                raise PolicyError(f"{name} is only for a gaussian head, not {self.head}")
+
+    def _check_bounds(self) -> None:
+        lows = _action_bounds("action_low", self.action_low, self.action_dim)
+        highs = _action_bounds("action_high", self.action_high, self.action_dim)
+        # compared as the float32 values the clip uses: 1.0 and 1.00000001 are one float32
+        below = np.float32(lows) < np.float32(highs)
+        if not np.all(below):
+            index = int(np.argmin(below))
+            raise PolicyError(
+                f"action_low[{index}] = {lows[index]!r} is not below action_high[{index}]"
+                f" = {highs[index]!r} (in float32); each low must be less than its high"
+            )
+        object.__setattr__(self, "action_low", lows)  # lists from JSON become tuples
+        object.__setattr__(self, "action_high", highs)
+
+
+def param_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
+    """The shape of every array a policy with `spec` may hold (which are present: see
+    `parse_policy`): W2 is (hidden,) for bernoulli as in format 1, else (outputs, hidden)."""
+    hidden, obs_dim, outputs = spec.hidden, spec.obs_dim, spec.action_dim
+    return {
+        KEY_W1: (hidden, obs_dim),
+        KEY_W2: (hidden,) if spec.head == HEAD_BERNOULLI else (outputs, hidden),
+        KEY_B1: (hidden,),
+        KEY_B2: (outputs,),
+        KEY_OBS_MEAN: (obs_dim,),
+        KEY_OBS_STD: (obs_dim,),
+        KEY_LOG_STD: (outputs,),
+    }
+
+
 # --- the maths -----------------------------------------------------------------
 
 
-def init_params(hidden: int, rng: np.random.Generator, obs_dim: int = OBS_DIM) -> Params:
-    """Xavier-style initialisation: each weight ~ N(0, 1 / fan_in)."""
+def init_params(
+    hidden: int,
+    rng: np.random.Generator,
+    obs_dim: int | None = None,
+    *,
+    spec: PolicySpec | None = None,
+    biases: bool = False,
+    normaliser: bool = False,
+) -> Params:
+    """Xavier-style initialisation: each weight ~ N(0, 1 / fan_in).
+
+    Without `spec`, a format-1 policy (bernoulli, obs_dim default 4), drawn exactly as ever.
+    With `spec` (its hidden and obs_dim must agree with the arguments given), W2 has the head's
+    shape (`param_shapes`), a gaussian head gets log_std = 0 (std 1); `biases` adds b1, b2 = 0
+    and `normaliser` the identity normaliser obs_mean = 0, obs_std = 1.
+    """
     if not isinstance(hidden, int) or not 1 <= hidden <= MAX_HIDDEN:
         raise ValueError(f"hidden must be an integer in 1..{MAX_HIDDEN}, got {hidden!r}")
-    return {
-        KEY_W1: rng.standard_normal((hidden, obs_dim)) / math.sqrt(obs_dim),
-        KEY_W2: rng.standard_normal(hidden) / math.sqrt(hidden),
+    if spec is not None and (hidden != spec.hidden or obs_dim not in (None, spec.obs_dim)):
+        raise ValueError(
+            f"hidden {hidden} and obs_dim {obs_dim} do not match the spec's"
+            f" {spec.hidden} and {spec.obs_dim}"
+        )
+    if spec is None:
+        obs_dim = OBS_DIM if obs_dim is None else obs_dim
+        shapes = {KEY_W1: (hidden, obs_dim), KEY_W2: (hidden,), KEY_B1: (hidden,), KEY_B2: (1,)}
+    else:
+        obs_dim, shapes = spec.obs_dim, param_shapes(spec)
+    params = {
+        KEY_W1: rng.standard_normal(shapes[KEY_W1]) / math.sqrt(obs_dim),
+        KEY_W2: rng.standard_normal(shapes[KEY_W2]) / math.sqrt(hidden),
     }
+    if biases:
+        params[KEY_B1], params[KEY_B2] = np.zeros(shapes[KEY_B1]), np.zeros(shapes[KEY_B2])
+    if normaliser:
+        params[KEY_OBS_MEAN], params[KEY_OBS_STD] = np.zeros(obs_dim), np.ones(obs_dim)
+    if spec is not None and spec.head == HEAD_GAUSSIAN:
+        params[KEY_LOG_STD] = np.zeros(shapes[KEY_LOG_STD])
+    return params
 
 
 def sigmoid(logit: np.ndarray) -> np.ndarray:
@@ -95,10 +270,50 @@ def sigmoid(logit: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logit))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """exp(z) / sum(exp(z)) over the last axis, shifted by the maximum: no overflow."""
+    shifted = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+    return shifted / np.sum(shifted, axis=-1, keepdims=True)
+
+
+def normalise(params: Params, obs: np.ndarray) -> np.ndarray:
+    """clip((obs - obs_mean) / obs_std, -10, 10) as SB3's VecNormalize (clip_obs 10) when the
+    policy carries a normaliser, else obs itself; (obs_dim,) or (N, obs_dim)."""
+    mean = params.get(KEY_OBS_MEAN)
+    if mean is None:
+        return obs
+    return np.clip((obs - mean) / params[KEY_OBS_STD], -OBS_CLIP, OBS_CLIP)
+
+
+def forward_pass(
+    params: Params, obs: np.ndarray, spec: PolicySpec | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hidden, output) for one observation (obs_dim,) or a batch (N, obs_dim), any head.
+
+    hidden = act(W1 x + b1), after the activation (what a backward pass needs: relu' is
+    hidden > 0, tanh' is 1 - hidden**2), x the normalised observation; output = W2 h + b2
+    before the head: the logit (scalar or (N,)) for bernoulli, the logits for categorical, the
+    mean for gaussian ((n,) or (N, n)). `spec` None is format 1's relu.
+    """
+    pre = normalise(params, obs) @ params[KEY_W1].T
+    b1 = params.get(KEY_B1)
+    if b1 is not None:
+        pre = pre + b1
+    tanh = spec is not None and spec.activation == "tanh"
+    hidden = np.tanh(pre) if tanh else np.maximum(pre, 0.0)
+    w2 = params[KEY_W2]
+    output = hidden @ w2 if w2.ndim == 1 else hidden @ w2.T
+    b2 = params.get(KEY_B2)
+    if b2 is not None:
+        output = output + (b2[0] if w2.ndim == 1 else b2)
+    return hidden, output
+
+
 def forward(params: Params, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p(action 1) and the hidden activations for one observation (4,) or a batch (N, 4)."""
-    hidden = np.maximum(obs @ params[KEY_W1].T, 0.0)  # h = relu(W1 obs)
-    return sigmoid(hidden @ params[KEY_W2]), hidden  # p = sigmoid(W2 . h)
+    """p(action 1) and the hidden activations for one observation (4,) or a batch (N, 4):
+    format 1 (bernoulli, relu); the trainer's order, (p, hidden), unlike `forward_pass`."""
+    hidden, logit = forward_pass(params, obs)
+    return sigmoid(logit), hidden  # p = sigmoid(W2 . h)
 
 
 def action_probability(params: Params, obs: np.ndarray) -> np.ndarray:
@@ -106,11 +321,45 @@ def action_probability(params: Params, obs: np.ndarray) -> np.ndarray:
     return forward(params, obs)[0]
 
 
+def distribution(params: Params, obs: np.ndarray, spec: PolicySpec | None = None) -> np.ndarray:
+    """The head's distribution parameters for one observation or a batch: p(action 1) for
+    bernoulli, the action probabilities (n,) or (N, n) for categorical, the mean (k,) or
+    (N, k) for gaussian (its std is `gaussian_std`, the same for every observation)."""
+    output = forward_pass(params, obs, spec)[1]
+    head = HEAD_BERNOULLI if spec is None else spec.head
+    if head == HEAD_BERNOULLI:
+        return sigmoid(output)
+    if head == HEAD_CATEGORICAL:
+        return softmax(output)
+    return output
+
+
+def gaussian_std(params: Params) -> np.ndarray:
+    """exp(log_std), the gaussian head's state-independent standard deviations (k,)."""
+    return np.exp(params[KEY_LOG_STD])
+
+
+def greedy_action(params: Params, obs: np.ndarray, spec: PolicySpec | None = None) -> Any:
+    """The greedy action: bernoulli 1 when p > 0.5 (as the trainer evaluates), categorical
+    the argmax (lowest index among ties), both an int for one observation or an int64 array
+    (N,) for a batch; gaussian the mean clipped to action_low..action_high, float32 (k,) or
+    (N, k)."""
+    head = HEAD_BERNOULLI if spec is None else spec.head
+    if head == HEAD_GAUSSIAN:
+        low, high = np.float32(spec.action_low), np.float32(spec.action_high)
+        return np.clip(forward_pass(params, obs, spec)[1], low, high).astype(np.float32)
+    if head == HEAD_CATEGORICAL:
+        action = np.argmax(forward_pass(params, obs, spec)[1], axis=-1)  # softmax keeps order
+    else:
+        action = (distribution(params, obs, spec) > 0.5).astype(np.int64)
+    return int(action) if np.ndim(action) == 0 else action.astype(np.int64)
+
+
 # --- the file ------------------------------------------------------------------
 
 
 # eq=False: compared by identity (`==` on the weight arrays has no single truth value), and
-# two generated methods fewer to compile at start-up (README, Performance)
+# two generated methods fewer to compile at start-up (docs/performance.md)
 @dataclass(frozen=True, eq=False)
 class Policy:
     """A validated policy: float32 weights, meta, optional signature, its file bytes and their
@@ -121,10 +370,15 @@ class Policy:
     meta_json: str = field(repr=False)
     signature: bytes | None = field(repr=False)
     data: bytes = field(repr=False)  # the policy.npz bytes it was parsed from
+    spec: PolicySpec  # what it computes (format 1: bernoulli, relu)
 
     @property
     def version(self) -> int:
         return int(self.meta["version"])
+
+    @property
+    def format_version(self) -> int:
+        return int(self.meta["format_version"])
 
     @property
     def hidden(self) -> int:
@@ -133,7 +387,7 @@ class Policy:
     @functools.cached_property
     def sha256(self) -> str:
         """Computed on first use: a plain start never needs it, and hashlib loads OpenSSL
-        (about 5 ms of start-up with NumPy 2; README, Performance)."""
+        (about 5 ms of start-up with NumPy 2; docs/performance.md)."""
         import hashlib
 
         return hashlib.sha256(self.data).hexdigest()
@@ -145,17 +399,39 @@ def utc_now_iso() -> str:
 
 def make_meta(
     *,
-    hidden: int,
+    hidden: int | None = None,
     version: int | None = None,
     train_seed: int | None = None,
     episodes: int = 0,
     eval_mean_return: float | None = None,
     env_id: str = ENV_ID,
     created: str | None = None,
+    spec: PolicySpec | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Meta for a new policy; `version` defaults to the current time in seconds."""
+    """Meta for a new policy; `version` defaults to the current time in seconds.
+
+    Without `spec`: format 1 (give `hidden`). With `spec`: format 2, its fields from the spec
+    (`hidden`, if given, must agree); format 2 allows no `extra` beyond META_OPTIONAL_V2.
+    """
     now = dt.datetime.now(dt.timezone.utc)
+    if spec is not None:
+        if hidden not in (None, spec.hidden):
+            raise ValueError(f"hidden {hidden} differs from the spec's {spec.hidden}")
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION_2,
+            "version": int(now.timestamp()) if version is None else version,
+            **_spec_fields(spec),
+            "env_id": env_id,
+            "created": created or now.replace(microsecond=0).isoformat(),
+            "train_seed": train_seed,
+            "episodes": episodes,
+            "eval_mean_return": eval_mean_return,
+            **extra,
+        }
+    if hidden is None:
+        raise ValueError("make_meta needs hidden (format 1) or spec (format 2)")
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -171,20 +447,58 @@ def make_meta(
     }
 
 
+def _spec_fields(spec: PolicySpec) -> dict[str, Any]:
+    """Format 2's meta fields for `spec`; the bounds are lists (JSON), gaussian only."""
+    fields = {
+        "hidden": spec.hidden,
+        "obs_dim": spec.obs_dim,
+        "activation": spec.activation,
+        "head": spec.head,
+        "action_dim": spec.action_dim,
+    }
+    if spec.head == HEAD_GAUSSIAN:
+        fields["action_low"], fields["action_high"] = list(spec.action_low), list(spec.action_high)
+    return fields
+
+
 def meta_to_json(meta: dict[str, Any]) -> str:
     """Canonical JSON: sorted keys, no spaces, so equal meta gives equal bytes."""
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def signed_bytes(meta_json: str, w1: np.ndarray, w2: np.ndarray) -> bytes:
-    """The exact byte string an Ed25519 signature covers (documented in README).
+    """The exact byte string an Ed25519 signature covers (documented in docs/export.md, Signing).
 
     domain tag || u64le(len(meta)) || meta UTF-8 || for W1, W2 in order:
     name ASCII || 0x00 || u32le(ndim) || u64le(dim) per dim || float32 little-endian C-order data
     """
+    return _signed_message(SIGNATURE_DOMAIN, meta_json, ((KEY_W1, w1), (KEY_W2, w2)))
+
+
+def signed_bytes_v2(meta_json: str, params: Params) -> bytes:
+    """What a format-2 signature covers: as `signed_bytes`, with its own domain tag
+    (SIGNATURE_DOMAIN_V2, so no v1 signature verifies a v2 file) and every array present in
+    the order W1, W2, b1, b2, obs_mean, obs_std, log_std (ARRAY_KEYS_V2), each encoded like W1.
+    An entry added or removed changes the bytes: its name is part of them."""
+    arrays = [(name, params[name]) for name in ARRAY_KEYS_V2 if name in params]
+    return _signed_message(SIGNATURE_DOMAIN_V2, meta_json, arrays)
+
+
+def signed_message(meta_json: str, params: Params, format_version: int) -> bytes:
+    """The bytes a signature of a policy in `format_version` (1 or 2) covers."""
+    if format_version == FORMAT_VERSION_2:
+        return signed_bytes_v2(meta_json, params)
+    if format_version == FORMAT_VERSION:
+        return signed_bytes(meta_json, params[KEY_W1], params[KEY_W2])
+    raise PolicyError(f"format_version is {format_version!r}, expected one of {FORMAT_VERSIONS}")
+
+
+def _signed_message(
+    domain: bytes, meta_json: str, arrays: list[tuple[str, np.ndarray]] | tuple
+) -> bytes:
     meta_bytes = meta_json.encode("utf-8")
-    parts = [SIGNATURE_DOMAIN, struct.pack("<Q", len(meta_bytes)), meta_bytes]
-    for name, array in ((KEY_W1, w1), (KEY_W2, w2)):
+    parts = [domain, struct.pack("<Q", len(meta_bytes)), meta_bytes]
+    for name, array in arrays:
         array = np.ascontiguousarray(array, dtype="<f4")
         parts += [name.encode("ascii"), b"\x00", struct.pack("<I", array.ndim)]
         parts += [struct.pack("<Q", dim) for dim in array.shape]
@@ -199,15 +513,26 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def policy_bytes(params: Params, meta: dict[str, Any], signature: bytes | None = None) -> bytes:
-    """The reproducible bytes of a policy.npz (stored entries, fixed timestamps)."""
-    entries = {
-        KEY_W1: np.asarray(params[KEY_W1], dtype="<f4"),
-        KEY_W2: np.asarray(params[KEY_W2], dtype="<f4"),
-        KEY_META: np.array(meta_to_json(meta)),
-    }
+    """The reproducible bytes of a policy.npz (stored entries, fixed timestamps).
+
+    Format 1 meta: W1, W2, meta[, signature]; format 2: the arrays of ARRAY_KEYS_V2 present
+    in `params`, in that order, then meta[, signature]. Other keys of `params` are not written.
+    """
+    if meta.get("format_version") == FORMAT_VERSION_2:
+        keys = [key for key in ARRAY_KEYS_V2 if key in params]
+    else:
+        extra = [key for key in ARRAY_KEYS_V2 if key in params and key not in REQUIRED_KEYS]
+        if extra:  # dropped silently, the file would compute something else
+            raise PolicyError(
+                f"params hold {', '.join(extra)}, which format 1 has not:"
+                " a format-2 meta is needed (make_meta(spec=...))"
+            )
+        keys = [KEY_W1, KEY_W2]
+    entries = {key: np.asarray(params[key], dtype="<f4") for key in keys}
+    entries[KEY_META] = np.array(meta_to_json(meta))
     if signature is not None:
         entries[KEY_SIGNATURE] = np.frombuffer(signature, dtype=np.uint8)
-    import zipfile  # imported here: reading needs no zipfile (start-up time, README, Performance)
+    import zipfile  # imported here: reading needs no zipfile (start-up time, docs/performance.md)
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -235,7 +560,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
 
 def write_synced_temporary(path: os.PathLike, data: bytes, mode: int) -> str:
     """A temporary file beside `path` holding `data`, fsync'd, with `mode`; returns its name."""
-    import tempfile  # imported here: start-up time (README, Performance)
+    import tempfile  # imported here: start-up time (docs/performance.md)
     from pathlib import Path
 
     path = Path(path)
@@ -292,10 +617,11 @@ def load_policy(
     path: str | os.PathLike,
     *,
     max_bytes: int = DEFAULT_MAX_POLICY_BYTES,
-    obs_dim: int = OBS_DIM,
+    obs_dim: int | None = None,
 ) -> Policy:
-    """Read and validate a policy.npz; every problem is a PolicyError naming the file."""
-    path = os.fspath(path)  # not pathlib: it is start-up time on NumPy 2 (README, Performance)
+    """Read and validate a policy.npz; every problem is a PolicyError naming the file.
+    `obs_dim` as in `parse_policy`."""
+    path = os.fspath(path)  # not pathlib: it is start-up time on NumPy 2 (docs/performance.md)
     try:
         data = _read_regular_file(path, max_bytes)
     except PolicyError as error:
@@ -334,15 +660,37 @@ def parse_policy(
     data: bytes,
     *,
     max_bytes: int = DEFAULT_MAX_POLICY_BYTES,
-    obs_dim: int = OBS_DIM,
+    obs_dim: int | None = None,
 ) -> Policy:
-    """Validate the bytes of a policy.npz, cheapest check first, and return the Policy."""
+    """Validate the bytes of a policy.npz, cheapest check first, and return the Policy.
+
+    `obs_dim` is the plant's observation size the policy must take; None accepts a format-2
+    policy's own obs_dim (a format 1 one must take OBS_DIM).
+    """
     data = bytes(data)  # no copy when it is bytes already
     if len(data) == 0:
         raise PolicyError("empty policy (0 bytes)")
     if len(data) > max_bytes:
         raise PolicyError(f"policy is {len(data)} bytes, more than the limit of {max_bytes}")
     arrays = _read_archive(data, max_bytes)
+    declared = _declared_format(arrays[KEY_META])
+    if declared == FORMAT_VERSION_2:
+        return _parse_format_2(data, arrays, obs_dim)
+    if declared != FORMAT_VERSION:  # a later format: its entries would only confuse the checks
+        readable = " and ".join(str(version) for version in FORMAT_VERSIONS)
+        raise PolicyError(f"meta.format_version is {declared}, this runtime reads {readable}")
+    return _parse_format_1(data, arrays, OBS_DIM if obs_dim is None else obs_dim)
+
+
+def _parse_format_1(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int) -> Policy:
+    """Format 1, checked as it always was: exactly W1, W2, meta and optionally signature."""
+    if not set(arrays) <= ALLOWED_KEYS:
+        newer = ", ".join(key for key in ARRAY_KEYS_V2 if key in arrays and key not in ALLOWED_KEYS)
+        raise PolicyError(
+            f"archive entries {sorted(arrays)}, expected {sorted(REQUIRED_KEYS)}"
+            f" and optionally {KEY_SIGNATURE!r} in a format-1 policy"
+            f" ({newer} only in format 2, meta.format_version 2)"
+        )
     w1, w2 = arrays[KEY_W1], arrays[KEY_W2]
     _check_weights(w1, w2, obs_dim)
     meta_json = _meta_json(arrays[KEY_META])
@@ -354,6 +702,41 @@ def parse_policy(
         meta_json=meta_json,
         signature=signature,
         data=data,
+        spec=PolicySpec(hidden=w1.shape[0], obs_dim=obs_dim),
+    )
+
+
+def _declared_format(array: np.ndarray) -> int:
+    """meta's format_version when meta is readable JSON and that is an integer, else 1: a format-1
+    file, or one too damaged to tell, is checked exactly as format 1 always was (the same
+    errors, in the same order)."""
+    if array.shape != () or array.dtype.kind != "U":
+        return FORMAT_VERSION
+    text = str(array[()])
+    if len(text) > MAX_META_BYTES:  # characters: never more than its UTF-8 bytes
+        return FORMAT_VERSION
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):
+        return FORMAT_VERSION
+    declared = meta.get("format_version") if isinstance(meta, dict) else None
+    return declared if _is_int(declared) else FORMAT_VERSION
+
+
+def _parse_format_2(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int | None) -> Policy:
+    """Format 2: meta first (its spec says which entries and shapes are valid), then arrays."""
+    meta_json = _meta_json(arrays[KEY_META])
+    meta, spec = _check_meta_v2(meta_json, obs_dim)
+    _check_entries_v2(set(arrays), spec)
+    params = {key: arrays[key] for key in ARRAY_KEYS_V2 if key in arrays}
+    _check_arrays_v2(params, spec)
+    return Policy(
+        params=params,
+        meta=meta,
+        meta_json=meta_json,
+        signature=_signature(arrays.get(KEY_SIGNATURE)),
+        data=data,
+        spec=spec,
     )
 
 
@@ -367,11 +750,12 @@ def _read_archive(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
         raise PolicyError(f"duplicate entries in archive: {sorted(names)}")
     keys = {name.removesuffix(".npy") for name in names}
     if not all(name.endswith(".npy") for name in names) or not (
-        REQUIRED_KEYS <= keys <= ALLOWED_KEYS
+        REQUIRED_KEYS <= keys <= ALLOWED_KEYS_V2
     ):
+        optional = ", ".join(key for key in ARRAY_KEYS_V2 if key not in REQUIRED_KEYS)
         raise PolicyError(
             f"archive entries {sorted(keys)}, expected {sorted(REQUIRED_KEYS)}"
-            f" and optionally {KEY_SIGNATURE!r}"
+            f" and optionally {KEY_SIGNATURE!r} (format 2 also {optional})"
         )
     if any(method != ZIP_STORED for _, _, method, *_ in entries):
         raise PolicyError("archive entries must be stored uncompressed")
@@ -394,7 +778,7 @@ def _zip_directory(data: bytes) -> tuple[list[tuple], int]:
     method, CRC-32, size, stored size, local header offset), and the directory's offset.
 
     Read with `struct` rather than `zipfile`, whose import (shutil, bz2, lzma and more behind
-    it) is start-up time on a board (README, Performance). Only what a policy.npz needs:
+    it) is start-up time on a board (docs/performance.md). Only what a policy.npz needs:
     one disk, no zip64; anything else or out of bounds is a ValueError.
     """
     end = data.rfind(b"PK\x05\x06", max(0, len(data) - ZIP_END_RECORD.size - ZIP_MAX_COMMENT))
@@ -541,8 +925,9 @@ def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
     if meta["format"] != FORMAT_NAME:
         raise PolicyError(f"meta.format is {meta['format']!r}, expected {FORMAT_NAME!r}")
     if meta["format_version"] != FORMAT_VERSION or not _is_int(meta["format_version"]):
+        readable = " and ".join(str(version) for version in FORMAT_VERSIONS)
         raise PolicyError(
-            f"meta.format_version is {meta['format_version']!r}, this runtime reads {FORMAT_VERSION}"
+            f"meta.format_version is {meta['format_version']!r}, this runtime reads {readable}"
         )
     if not _is_int(meta["version"]) or meta["version"] <= 0:
         raise PolicyError(f"meta.version must be a positive integer, got {meta['version']!r}")
@@ -550,6 +935,12 @@ def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
         raise PolicyError(f"meta.hidden is {meta['hidden']!r} but W1 has {hidden} rows")
     if meta["obs_dim"] != obs_dim or not _is_int(meta["obs_dim"]):
         raise PolicyError(f"meta.obs_dim is {meta['obs_dim']!r}, the plant needs {obs_dim}")
+    _check_run_fields(meta)
+    return meta
+
+
+def _check_run_fields(meta: dict[str, Any]) -> None:
+    """The fields both formats share after the sizes: env_id, created, the training's."""
     if not isinstance(meta["env_id"], str):
         raise PolicyError(f"meta.env_id must be a string, got {meta['env_id']!r}")
     try:
@@ -562,7 +953,6 @@ def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
     score = meta.get("eval_mean_return")
     if score is not None and (not isinstance(score, (int, float)) or not math.isfinite(score)):
         raise PolicyError(f"meta.eval_mean_return must be a finite number or null, got {score!r}")
-    return meta
 
 
 def _signature(array: np.ndarray | None) -> bytes | None:
@@ -573,3 +963,100 @@ def _signature(array: np.ndarray | None) -> bytes | None:
             f"signature has dtype {array.dtype} shape {array.shape}, expected uint8 ({SIGNATURE_BYTES},)"
         )
     return array.tobytes()
+
+
+# --- format 2's checks -------------------------------------------------------------
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise PolicyError(f"meta is not valid JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise PolicyError(f"meta must be a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _check_meta_v2(text: str, obs_dim: int | None) -> tuple[dict[str, Any], PolicySpec]:
+    """Format 2's meta: exactly its fields (unknown ones refused), each of its type, and the
+    spec they describe; `obs_dim` (the plant's, None: any) must be the policy's."""
+    meta = _json_object(text)
+    missing = [name for name in META_FIELDS_V2 if name not in meta]
+    if meta.get("head") == HEAD_GAUSSIAN:
+        missing += [name for name in META_BOUNDS_V2 if name not in meta]
+    if missing:  # names the format: a format-1 meta that claims 2 lacks format 2's fields
+        raise PolicyError(f"meta is missing {', '.join(missing)} (meta.format_version is 2)")
+    unknown = sorted(set(meta) - {*META_FIELDS_V2, *META_BOUNDS_V2, *META_OPTIONAL_V2})
+    if unknown:
+        raise PolicyError(
+            f"meta has unknown fields {', '.join(unknown)}; format 2 allows only"
+            f" {', '.join(META_FIELDS_V2 + META_BOUNDS_V2 + META_OPTIONAL_V2)}"
+        )
+    if meta["format"] != FORMAT_NAME:
+        raise PolicyError(f"meta.format is {meta['format']!r}, expected {FORMAT_NAME!r}")
+    if not _is_int(meta["version"]) or meta["version"] <= 0:
+        raise PolicyError(f"meta.version must be a positive integer, got {meta['version']!r}")
+    spec = _spec_from_meta(meta)
+    if obs_dim is not None and spec.obs_dim != obs_dim:
+        raise PolicyError(f"meta.obs_dim is {spec.obs_dim!r}, the plant needs {obs_dim}")
+    _check_run_fields(meta)
+    if meta.get("solved_episode") is not None and not _is_int(meta["solved_episode"]):
+        raise PolicyError(
+            f"meta.solved_episode must be an integer or null, got {meta['solved_episode']!r}"
+        )
+    target = meta.get("target_return")
+    if target is not None and not _is_finite_float32(target):
+        raise PolicyError(f"meta.target_return must be a finite number or null, got {target!r}")
+    return meta, spec
+
+
+def _spec_from_meta(meta: dict[str, Any]) -> PolicySpec:
+    """The spec of meta's fields; its errors name the meta field ("meta.head is ...")."""
+    try:
+        return PolicySpec(
+            hidden=meta["hidden"],
+            obs_dim=meta["obs_dim"],
+            activation=meta["activation"],
+            head=meta["head"],
+            action_dim=meta["action_dim"],
+            action_low=meta.get("action_low"),
+            action_high=meta.get("action_high"),
+        )
+    except PolicyError as error:
+        raise PolicyError(f"meta.{error}") from None
+
+
+def _check_entries_v2(keys: set[str], spec: PolicySpec) -> None:
+    """log_std exactly for a gaussian head; obs_mean and obs_std together or neither."""
+    if spec.head == HEAD_GAUSSIAN and KEY_LOG_STD not in keys:
+        raise PolicyError("a gaussian head needs a log_std entry (its log standard deviations)")
+    if spec.head != HEAD_GAUSSIAN and KEY_LOG_STD in keys:
+        raise PolicyError(f"log_std is only for a gaussian head, this policy's is {spec.head}")
+    if (KEY_OBS_MEAN in keys) != (KEY_OBS_STD in keys):
+        absent = KEY_OBS_STD if KEY_OBS_MEAN in keys else KEY_OBS_MEAN
+        raise PolicyError(f"obs_mean and obs_std come together or not at all: {absent} is missing")
+
+
+def _check_arrays_v2(params: Params, spec: PolicySpec) -> None:
+    """float32, the shapes the spec gives (`param_shapes`), finite, obs_std > 0."""
+    for name, array in params.items():
+        if array.dtype != np.float32:
+            raise PolicyError(f"{name} has dtype {array.dtype}, expected float32")
+    shapes = param_shapes(spec)
+    for name, array in params.items():
+        if array.shape != shapes[name]:
+            raise PolicyError(
+                f"{name} has shape {array.shape}, expected {shapes[name]} for meta's hidden"
+                f" {spec.hidden}, obs_dim {spec.obs_dim}, head {spec.head} with action_dim"
+                f" {spec.action_dim}"
+            )
+    for name, array in params.items():
+        if not np.all(np.isfinite(array)):
+            raise PolicyError(f"{name} holds non-finite values (NaN or inf)")
+    std = params.get(KEY_OBS_STD)
+    if std is not None and not np.all(std > 0):
+        index = int(np.argmin(std > 0))
+        raise PolicyError(
+            f"obs_std[{index}] is {float(std[index])!r}; a standard deviation must be > 0"
+        )

@@ -1,7 +1,9 @@
 """Ed25519 verification of a policy's signature: all a device needs is the public key.
 
-The signature covers `runtime.policy.signed_bytes(meta_json, W1, W2)`, and a signed file must
-be byte for byte the canonical encoding (`runtime.policy.policy_bytes`) of its content.
+The signature covers `runtime.policy.signed_bytes(meta_json, W1, W2)` for format 1 and
+`runtime.policy.signed_bytes_v2(meta_json, params)` for format 2 (`signed_message` picks by the
+policy's format), and a signed file must be byte for byte the canonical encoding
+(`runtime.policy.policy_bytes`) of its content.
 `cryptography` is imported only here, so a device without signed updates never loads it.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.constants import MAX_KEY_FILE_BYTES
-from runtime.policy import Policy, PolicyError, policy_bytes, signed_bytes
+from runtime.policy import Policy, PolicyError, policy_bytes, signed_message
 
 
 def load_public_key(path: str | os.PathLike) -> Any:
@@ -53,7 +55,7 @@ def verify_policy(policy: Policy, public_key: Any) -> None:
 
     if policy.signature is None:
         raise PolicyError("policy is unsigned")
-    message = signed_bytes(policy.meta_json, policy.params["W1"], policy.params["W2"])
+    message = signed_message(policy.meta_json, policy.params, policy.format_version)
     try:
         public_key.verify(policy.signature, message)
     except InvalidSignature:

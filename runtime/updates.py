@@ -2,7 +2,8 @@
 
 Every payload is untrusted until `validate_update` returns, cheapest check first:
 size, zip structure, arrays, shapes and dtypes, finite values, meta and the plant's obs_dim
-(all in `runtime.policy.parse_policy`), then the Ed25519 signature, then the version:
+(all in `runtime.policy.parse_policy`), then the Ed25519 signature, then whether this runtime
+can run it (`runtime.backends.check_runnable`: format 2's other heads not yet), then the version:
 refused when it was rolled back here, refused when not newer than the running one or older
 than the highest ever accepted (anti-rollback; the highest itself may be restored when a damaged
 current.npz lost it), and a quiet no-op when it is exactly the policy already running.
@@ -20,6 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.backends import BackendError, check_runnable
 from runtime.constants import DEFAULT_MAX_POLICY_BYTES, OBS_DIM, RECENT_RETURNS
 from runtime.policy import Policy, PolicyError, parse_policy
 
@@ -98,6 +100,10 @@ def validate_update(
         logger.warning(
             "accepting an update without checking its signature (--insecure-allow-unsigned)"
         )
+    try:
+        check_runnable(policy)
+    except BackendError as error:
+        raise UpdateRejected(str(error), policy.version) from None
     return _check_version(policy, current, highest_version, refused)
 
 
