@@ -324,6 +324,19 @@ def main(argv: list[str]) -> int:
 
 
 def parse_args(argv: list[str]) -> ExportConfig:
+    args = build_parser().parse_args(argv)
+    return ExportConfig(
+        source=args.source,
+        out=args.out,
+        onnx=args.onnx or args.all,
+        c=args.c or args.all,
+        sign_key=args.sign_key,
+        version=args.version,
+    )
+
+
+def build_parser() -> Parser:
+    """The default command's parser (also what the docs' CLI reference is generated from)."""
     helps = {
         name: spec.metadata["help"] for name, spec in ExportConfig.__dataclass_fields__.items()
     }
@@ -343,15 +356,7 @@ def parse_args(argv: list[str]) -> ExportConfig:
         "--sign", type=path_arg, metavar="KEY", dest="sign_key", help=helps["sign_key"]
     )
     parser.add_argument("--version", type=positive_int, metavar="N", help=helps["version"])
-    args = parser.parse_args(argv)
-    return ExportConfig(
-        source=args.source,
-        out=args.out,
-        onnx=args.onnx or args.all,
-        c=args.c or args.all,
-        sign_key=args.sign_key,
-        version=args.version,
-    )
+    return parser
 
 
 def print_summary(result: ExportResult) -> None:

@@ -156,6 +156,14 @@ def sign_policy(private_key: Any, meta_json: str, params: Params, format_version
 
 def keygen_main(argv: list[str]) -> int:
     """`python -m export keygen --out DIR`."""
+    args = build_keygen_parser().parse_args(argv)
+    private_path, public_path = generate_keypair(args.out)
+    say(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")
+    return 0
+
+
+def build_keygen_parser() -> Parser:
+    """`python -m export keygen`'s parser."""
     parser = Parser(
         prog="python -m export keygen",
         description="Make an Ed25519 key pair: DIR/signing.key (private, PKCS8 PEM, mode 0600) "
@@ -164,7 +172,4 @@ def keygen_main(argv: list[str]) -> int:
     parser.add_argument(
         "--out", required=True, type=path_arg, help="directory for signing.key and signing.pub"
     )
-    args = parser.parse_args(argv)
-    private_path, public_path = generate_keypair(args.out)
-    say(f"wrote {private_path} (private, keep it secret) and {public_path} (public)")
-    return 0
+    return parser

@@ -18,16 +18,7 @@ from runtime.signing import load_public_key, verify_policy
 
 
 def main(argv: list[str]) -> int:
-    parser = Parser(
-        prog="python -m export verify",
-        description="Check that a policy.npz carries a valid Ed25519 signature from a public key. "
-        "Exit 0 valid, 1 missing or wrong signature (or an altered file), 2 unreadable input.",
-    )
-    parser.add_argument("file", metavar="FILE", type=path_arg, help="the policy.npz to check")
-    parser.add_argument(
-        "--public-key", required=True, type=path_arg, metavar="PUB", help="signing.pub (PEM or raw)"
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     check_key_file(args.public_key, "public key")
     try:
         key = load_public_key(args.public_key)
@@ -47,6 +38,20 @@ def main(argv: list[str]) -> int:
         return 1
     say(one_line(f"VALID: {args.file}: signed by {args.public_key} ({identity})"))
     return 0
+
+
+def build_parser() -> Parser:
+    """`python -m export verify`'s parser."""
+    parser = Parser(
+        prog="python -m export verify",
+        description="Check that a policy.npz carries a valid Ed25519 signature from a public key. "
+        "Exit 0 valid, 1 missing or wrong signature (or an altered file), 2 unreadable input.",
+    )
+    parser.add_argument("file", metavar="FILE", type=path_arg, help="the policy.npz to check")
+    parser.add_argument(
+        "--public-key", required=True, type=path_arg, metavar="PUB", help="signing.pub (PEM or raw)"
+    )
+    return parser
 
 
 def read_limited(path: Path, limit: int = DEFAULT_MAX_POLICY_BYTES) -> bytes:
