@@ -73,12 +73,25 @@ def _resolve(target: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted: an in-process caller that
+    swaps stderr (a test's capture, which is closed afterwards) never leaves a dead stream."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # StreamHandler.__init__ assigns one; the current sys.stderr is always used
+
+
 def configure_logging() -> None:
     """Warnings as plain lines on the current stderr (re-done per call for in-process use)."""
     logger = logging.getLogger("export")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -913,12 +913,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
-    try:
-        meta = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise PolicyError(f"meta is not valid JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise PolicyError(f"meta must be a JSON object, got {type(meta).__name__}")
+    meta = _json_object(text)
     missing = [name for name in META_FIELDS if name not in meta]
     if missing:
         raise PolicyError(f"meta is missing {', '.join(missing)}")

@@ -1,4 +1,5 @@
-"""Fixtures for the runtime's tests: a policy that balances CartPole, written to disk."""
+"""Fixtures for the runtime's tests: a policy that balances CartPole, written to disk; a signing
+key pair and a watcher of every device's status on the test broker (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.policy import make_meta, save_policy
+from tests.ota_support import PREFIX, Watcher, new_key
 
 # A linear controller push right when K . obs >= 0, expressed through ReLU pairs:
 # rows +K and -K in W1 and +1/-1 in W2 give W2 . relu(W1 obs) = K . obs, so p = sigmoid(K . obs).
@@ -30,3 +32,17 @@ def policy_path(tmp_path: Path) -> Path:
     path = tmp_path / "policy.npz"
     save_policy(path, balancing_params(), make_meta(hidden=8, version=3))
     return path
+
+
+@pytest.fixture
+def keys(tmp_path: Path):
+    """A signing key and its public key (test_agent_updates.py has its own, with a second key)."""
+    return new_key(tmp_path)
+
+
+@pytest.fixture
+def watcher(broker):
+    """Every device's status messages on the test broker."""
+    watching = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    yield watching
+    watching.close()

@@ -1,4 +1,4 @@
-"""Audit of issue 2: paths the trainer may not read, and eval's bounds (one line, exit 2)."""
+"""Paths the trainer may not read, and eval's bounds (one line, exit 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Audit of issue 5: damaged state directories and a rollback the disk refuses (real Mosquitto)."""
+"""The state directory under damage: anti-rollback after a damaged current.npz, junk in the
+directory, and a rollback the disk refuses (real Mosquitto)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,7 @@ from tests.ota_support import (
     signed_policy,
     update_result,
 )
-from tests.runtime import test_agent_audit_payloads as payloads
-from tests.runtime.test_agent_audit_payloads import meta_entry
-
-keys, watcher = payloads.keys, payloads.watcher  # the same fixtures as the payload audit's
+from tests.runtime.test_agent_payloads import meta_entry
 
 
 def push(watcher: Watcher, payload: bytes, device: str = "dev-1") -> dict:
@@ -158,7 +156,7 @@ def test_a_start_on_a_full_disk_still_runs_when_nothing_else_must_be_written(
     first = StateStore(tmp_path / "state", public_key=load_public_key(pub))
     first.load()
     first.startup_choice(Stored(parse_policy(initial), initial))
-    (tmp_path / "state" / "state.json").unlink()  # as written by a runtime before the audit
+    (tmp_path / "state" / "state.json").unlink()  # no state.json: as an older runtime left it
 
     def disk_full(self) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

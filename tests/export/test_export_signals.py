@@ -1,4 +1,4 @@
-"""Audit of issue 3 (signals): SIGTERM during an export cleans up like Ctrl-C, and a signal
+"""SIGTERM during an export cleans up like Ctrl-C, and a signal
 during the renames waits until every artifact is in place."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Audit of issue 2: --resume from a damaged or foreign checkpoint is one line, exit 2.
+"""--resume from a damaged or foreign checkpoint is one line, exit 2.
 
 Each of these used to be accepted and then fail with a traceback (at the first update, or at
 the save after training), or to continue from an impossible history.
@@ -21,7 +21,7 @@ Arrays = dict[str, np.ndarray]
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("audit") / "run"
+    out = tmp_path_factory.mktemp("checkpoint") / "run"
     assert main(["--out", str(out), "--max-episodes", "24", "--eval-episodes", "0", "--quiet"]) == 0
     return out
 

@@ -1,6 +1,6 @@
-"""Audit regressions: a user's plant that misbehaves, and Gymnasium ids that cannot be made.
+"""A user's plant that misbehaves, and Gymnasium ids that cannot be made.
 
-Found by the audit: a custom plant's bad observation surfaced as NumPy's "shapes (3,) and (4,8)
+Regressions: a custom plant's bad observation surfaced as NumPy's "shapes (3,) and (4,8)
 not aligned" (exit 1), a NaN observation or reward ran on silently, an obs_dim of True or 0
 blamed the policy, a driver error in step() did not say it came from the plant, a failing
 close() lost the summary, and `--env module:Env` exited 1 with gymnasium's ModuleNotFoundError.
@@ -115,7 +115,7 @@ class StuckMotor(Base):
 
 @pytest.fixture
 def plants(tmp_path: Path, monkeypatch) -> str:
-    name = f"audit_plants_{uuid.uuid4().hex[:8]}"
+    name = f"user_plants_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(PLANT_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
@@ -201,7 +201,7 @@ def test_gymnasium_warnings_are_one_log_line_without_colour(policy_path, capsys,
 
 
 def test_stdio_reads_decimal_numbers_only() -> None:
-    # found by the audit: float() took "1_0" as 10 and Arabic-Indic digits as numbers; a bridge
+    # regression: float() took "1_0" as 10 and Arabic-Indic digits as numbers; a bridge
     # in C, JavaScript or on a microcontroller never means those
     import io
 
@@ -225,7 +225,7 @@ def test_stdio_reads_decimal_numbers_only() -> None:
 
 
 def test_a_second_signal_inside_a_stuck_step_says_so(policy_path, plants, caplog) -> None:
-    # found by the audit: two SIGTERMs to a runtime whose plant hung in step() exited 130
+    # regression: two SIGTERMs to a runtime whose plant hung in step() exited 130
     # without a word
     import os
     import signal

@@ -1,4 +1,4 @@
-"""Audit of issue 3 (C header): meta strings cannot escape the header's comment, and the
+"""Meta strings cannot escape the header's comment, and the
 header compiles under the stricter flags embedded projects use."""
 
 from __future__ import annotations

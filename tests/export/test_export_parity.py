@@ -1,4 +1,4 @@
-"""Audit of issue 3 (parity): a compiler that fails silently is reported as such, and the
+"""A compiler that fails silently is reported as such, and the
 header's float-accumulator variant is measured at export."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Audit of issue 2: the maths on random sizes, scales, gammas and dtypes.
+"""The maths on random sizes, scales, gammas and dtypes.
 
 The gradient check uses a numerically stable log-sigmoid: with large weights the policy
 saturates, and log(1 - p) of the plain surrogate loses the digits a 1e-6 check needs (1e-4

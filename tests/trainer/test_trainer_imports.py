@@ -1,4 +1,4 @@
-"""Audit of issue 2: a missing optional package is refused before any work, in one line.
+"""A missing optional package is refused before any work, in one line.
 
 Without matplotlib the run was trained, then a traceback (exit 1) at curve.png; without
 gymnasium the final evaluation raised before anything was saved; without pygame `eval

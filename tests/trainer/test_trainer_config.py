@@ -1,4 +1,4 @@
-"""Audit of issue 2: values the config used to accept and then crash on (one line, exit 2 now)."""
+"""Values the config used to accept and then crash on (one line, exit 2 now)."""
 
 from __future__ import annotations
 

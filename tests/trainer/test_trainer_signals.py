@@ -1,4 +1,4 @@
-"""Audit of issue 2: SIGTERM (kill, timeout, a service stop) saves the run like Ctrl-C.
+"""SIGTERM (kill, timeout, a service stop) saves the run like Ctrl-C.
 
 It used to kill the trainer at once: exit -15, an empty run directory, every episode lost.
 """
