@@ -5,6 +5,7 @@ The trainer is not needed: a run directory is just a directory holding policy.np
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from export.keys import generate_keypair
 from runtime.policy import init_params, make_meta, save_policy
 
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 CREATED = "2026-01-01T00:00:00+00:00"  # fixed, so the files are the same at every run
 
 

@@ -27,8 +27,7 @@ from export.parity import (
     reference_probabilities,
 )
 from runtime.policy import load_policy
-
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+from tests.export.conftest import needs_gcc
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from export.c_header import comment_text
 from export.cli import main
 from export.parity import GCC_FLAGS
 from runtime.policy import init_params, make_meta, save_policy
-
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+from tests.export.conftest import needs_gcc
 
 HOSTILE_ENV_IDS = [
     "x */ static const float injected[1] = {1.0f}; /*",  # compiled cleanly before the fix

@@ -4,7 +4,6 @@ header's float-accumulator variant is measured at export."""
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from export.cli import main
 from export.parity import C_TOLERANCE, check_parity
 from runtime.policy import init_params, make_meta, policy_bytes
+from tests.export.conftest import needs_gcc
 
 
 def test_a_silent_compiler_failure_says_so(tmp_path: Path) -> None:
@@ -26,9 +26,6 @@ def test_a_silent_compiler_failure_says_so(tmp_path: Path) -> None:
         RuntimeError, match=r"gcc failed to compile policy.h \(exit 1\) with no output$"
     ):
         check_parity(params, header="/* */", obs=np.zeros((1, 4), np.float32), gcc=str(fake_gcc))
-
-
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
 
 @needs_gcc

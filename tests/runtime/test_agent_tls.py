@@ -146,7 +146,7 @@ def test_mqtts_with_a_password_from_the_environment(tmp_path, tls_broker, monkey
 
 def test_a_broker_that_wants_a_client_certificate_is_logged_once(tmp_path, caplog):
     """Without `--cert` the TLS handshake passes and the broker then drops the socket, before
-    any CONNACK: the journal must say so (troubleshooting in deploy/README.md), once."""
+    any CONNACK: the journal must say so (troubleshooting in docs/deploying.md), once."""
 
     ca, cert, key = make_tls_files(tmp_path)
     port = free_port()
