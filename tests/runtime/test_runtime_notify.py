@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +36,37 @@ def notify_socket(tmp_path: Path):
     sock.close()
 
 
+@contextlib.contextmanager
+def draining(sock: socket.socket) -> Iterator[list[str]]:
+    """Read the socket while the body runs, as systemd does: a Unix datagram socket queues
+    only net.unix.max_dgram_qlen (10) messages, so a slow run's watchdogs would fill it."""
+    messages: list[str] = []
+    done = threading.Event()
+
+    def drain() -> None:
+        sock.settimeout(0.01)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                messages.append(sock.recv(4096).decode())
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        yield messages
+    finally:
+        done.set()
+        reader.join()
+        messages.extend(receive_all(sock))
+
+
 def test_runtime_notifies_systemd(policy_path: Path, notify_socket, monkeypatch, capsys) -> None:
     sock, address = notify_socket
     monkeypatch.setenv("NOTIFY_SOCKET", address)
     monkeypatch.setenv("WATCHDOG_USEC", "40000")  # 40 ms: a WATCHDOG=1 every 20 ms
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     args = ["--policy", str(policy_path), "--hz", "0", "--episodes", "2"]
-    assert main(args, environ={}) == 0
-    messages = receive_all(sock)
+    with draining(sock) as messages:
+        assert main(args, environ={}) == 0
     assert messages[0].startswith("READY=1\nSTATUS=")
     statuses = [m for m in messages if m.startswith("STATUS=episode")]
     assert len(statuses) == 2 and "return 500" in statuses[0]
@@ -48,8 +74,9 @@ def test_runtime_notifies_systemd(policy_path: Path, notify_socket, monkeypatch,
     capsys.readouterr()
 
     monkeypatch.setenv("WATCHDOG_USEC", "40000")
-    assert main(["--policy", str(policy_path), "--hz", "100", "--duration", "0.3"], {}) == 0
-    watchdogs = [m for m in receive_all(sock) if m == "WATCHDOG=1"]
+    with draining(sock) as messages:
+        assert main(["--policy", str(policy_path), "--hz", "100", "--duration", "0.3"], {}) == 0
+    watchdogs = [m for m in messages if m == "WATCHDOG=1"]
     assert 10 <= len(watchdogs) <= 16  # 0.3 s / 20 ms = 15, fed from the loop's own steps
 
 
