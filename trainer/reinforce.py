@@ -11,6 +11,8 @@ which `backward` computes by the chain rule through the ReLU layer.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from runtime.constants import (
@@ -254,3 +256,40 @@ def adam_step(
         mhat, vhat = new_moment[k] / scale1, new_cache[k] / scale2
         new_params[k] = params[k] + lr * mhat / (np.sqrt(vhat) + eps)
     return new_params, new_moment, new_cache
+
+
+# --- the observation normaliser --------------------------------------------------------
+
+OBS_STATS_PRIOR = 1e-4  # SB3 RunningMeanStd's epsilon: the count of its prior mean 0, var 1
+OBS_VAR_EPS = 1e-8  # obs_std = sqrt(var + this), SB3 VecNormalize's epsilon: std stays > 0
+
+
+class ObsStats(NamedTuple):
+    """Running mean and variance of the observations seen, per component (count is a float:
+    it starts at OBS_STATS_PRIOR)."""
+
+    count: float
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def new_obs_stats(obs_dim: int) -> ObsStats:
+    return ObsStats(OBS_STATS_PRIOR, np.zeros(obs_dim), np.ones(obs_dim))
+
+
+def update_obs_stats(stats: ObsStats, batch: np.ndarray) -> ObsStats:
+    """The statistics with the rows of `batch` (M, obs_dim) added: the parallel form of
+    Welford's algorithm (Chan, Golub & LeVeque 1979), as SB3's RunningMeanStd.update."""
+    batch_count = len(batch)
+    batch_mean, batch_var = batch.mean(axis=0), batch.var(axis=0)
+    total = stats.count + batch_count
+    delta = batch_mean - stats.mean
+    mean = stats.mean + delta * batch_count / total
+    m2 = stats.var * stats.count + batch_var * batch_count
+    m2 = m2 + delta**2 * stats.count * batch_count / total
+    return ObsStats(total, mean, m2 / total)
+
+
+def obs_std(stats: ObsStats) -> np.ndarray:
+    """The normaliser's obs_std: the running standard deviation, never 0."""
+    return np.sqrt(stats.var + OBS_VAR_EPS)

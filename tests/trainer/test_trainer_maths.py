@@ -18,10 +18,13 @@ from trainer.reinforce import (
     gaussian_dlog_std,
     gaussian_dmean,
     log_likelihood_gradient,
+    new_obs_stats,
+    obs_std,
     rmsprop_step,
     standardise,
     survival_returns,
     time_baseline_advantages,
+    update_obs_stats,
     zeros_like_params,
 )
 
@@ -228,3 +231,15 @@ def test_rmsprop_and_zero_state_skip_the_normaliser() -> None:
     grads = {k: np.ones_like(v) for k, v in cache.items()}
     new, _ = rmsprop_step(params, grads, cache, lr=0.1)
     assert new["obs_std"] is params["obs_std"] and not np.array_equal(new["W1"], params["W1"])
+
+
+def test_obs_stats_in_pieces_equal_the_whole() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, (500, 3))
+    stats = new_obs_stats(3)
+    for piece in np.array_split(data, 7):
+        stats = update_obs_stats(stats, piece)
+    assert stats.count == pytest.approx(500 + 1e-4)
+    np.testing.assert_allclose(stats.mean, data.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(stats.var, data.var(axis=0), rtol=1e-5)
+    assert np.all(obs_std(new_obs_stats(2)._replace(var=np.zeros(2))) > 0)
