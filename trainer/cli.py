@@ -104,10 +104,12 @@ def train_parser() -> Parser:
         shown = f"default: {default}" + (
             "" if seed_value is None else f"; seed preset: {seed_value}"
         )
+        kind = _number(item.type)
         parser.add_argument(
             flag,
             dest=item.name,
-            type=_number(item.type),
+            type=kind,
+            metavar="{true,false}" if kind is _boolean else None,
             choices=item.metadata.get("choices"),
             default=None,
             help=f"{item.metadata['help']} ({shown})",

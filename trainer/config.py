@@ -42,7 +42,10 @@ class TrainConfig:
         },
     )
     hidden: int = field(
-        default=32, metadata={"help": "hidden ReLU units H of the 4 -> H -> 1 policy"}
+        default=32,
+        metadata={
+            "help": "hidden units H of the obs_dim -> H -> outputs policy (CartPole: 4 -> H -> 1)"
+        },
     )
     lr: float = field(
         default=0.02,
