@@ -51,6 +51,7 @@ from runtime.constants import (
     HEAD_GAUSSIAN,
     KEY_OBS_MEAN,
     KEY_OBS_STD,
+    KEY_W2,
     MAX_ACTION_DIM,
     MAX_OBS_DIM,
 )
@@ -80,6 +81,13 @@ from trainer.reinforce import (
 from trainer.train import TrainState, is_solved
 
 log = logging.getLogger(__name__)
+
+# W2 starts this much smaller than Xavier's N(0, 1/H): a near-uniform first policy (the last
+# layer's weights 100x smaller, Andrychowicz et al. 2021, "What matters in on-policy RL").
+# Measured on Acrobot-v1 (Adam, lr 0.01, seed 1): at full scale the first policy favours one
+# torque, every episode times out at -500, all returns are equal and the time baseline's
+# advantages are 0, so it never learns in 3,000 episodes; at 0.01 it explores and solves at 544.
+OUTPUT_INIT_SCALE = 0.01
 
 
 @dataclass(frozen=True)
@@ -195,6 +203,7 @@ def new_env_state(config: TrainConfig, info: EnvInfo) -> TrainState:
     params = init_params(
         config.hidden, rng, spec=info.spec, biases=config.biases, normaliser=config.normaliser
     )
+    params[KEY_W2] = params[KEY_W2] * OUTPUT_INIT_SCALE
     cache = zeros_like_params(params)
     return TrainState(
         params=params,
