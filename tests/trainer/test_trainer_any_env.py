@@ -293,3 +293,23 @@ def test_an_old_config_maps_its_env_to_the_backend() -> None:
         TrainConfig(target_return=-100.0)  # CartPole-v1 pays 1..500
     with pytest.raises(ValueError, match="backend numpy is the NumPy CartPole-v1"):
         TrainConfig(env="Acrobot-v1", backend="numpy")
+
+
+def test_eval_refuses_an_env_that_does_not_render_or_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    flags = ["--env", "tinyenvs:TinyWalk-v0", "--max-episodes", "8", "--quiet"]
+    assert main([*flags, "--eval-episodes", "0", "--out", str(out)]) == 0
+    capsys.readouterr()
+    gif = tmp_path / "walk.gif"
+    assert main(["eval", str(out), "--episodes", "1", "--record", str(gif)]) == 2
+    assert "does not render rgb_array frames" in one_error_line(capsys)
+    assert not gif.exists()
+    # as in a process where the module is not importable (monkeypatch puts both back)
+    monkeypatch.delitem(sys.modules, "tinyenvs")
+    monkeypatch.setattr(
+        sys, "path", [entry for entry in sys.path if not (Path(entry) / "tinyenvs.py").exists()]
+    )
+    assert main(["eval", str(out), "--episodes", "1"]) == 2
+    assert "cannot import module 'tinyenvs'" in one_error_line(capsys)
