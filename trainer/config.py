@@ -43,9 +43,7 @@ class TrainConfig:
     )
     hidden: int = field(
         default=32,
-        metadata={
-            "help": "hidden units H of the obs_dim -> H -> outputs policy (CartPole: 4 -> H -> 1)"
-        },
+        metadata={"help": "hidden units H of the obs_dim -> H -> outputs policy"},
     )
     lr: float = field(
         default=0.02,
