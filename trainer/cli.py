@@ -20,7 +20,15 @@ from typing import Any
 from runtime.constants import POLICY_FILE
 from runtime.interrupts import signals_held, terminate_as_interrupt
 from runtime.policy import PolicyError, atomic_write, load_policy
-from trainer.config import PRESETS, SEED_PRESET, TrainConfig, from_dict, preset
+from trainer.config import (
+    PRESETS,
+    SEED_PRESET,
+    TrainConfig,
+    cartpole_flow,
+    from_dict,
+    preset,
+    solve_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +38,8 @@ SELECT_EPISODES = 100
 PROGRESS_EVERY = 100  # episodes between log lines when no progress bar is shown
 MAX_EVAL_EPISODES = 10**6  # as TrainConfig.eval_episodes
 MAX_EVAL_SEED = 2**63 - 1  # as TrainConfig.seed
+# what a checkpoint's parameters and optimiser state were made for
+FIXED_ON_RESUME = ("hidden", "env", "activation", "biases", "normaliser", "optimizer")
 
 
 class UsageError(Exception):
@@ -63,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 def train_parser() -> Parser:
     parser = Parser(
         prog="python -m trainer",
-        description="Train a REINFORCE policy for CartPole-v1 in NumPy; "
-        "`python -m trainer eval PATH` evaluates one.",
+        description="Train a REINFORCE policy in NumPy for CartPole-v1 (default) or any"
+        " Gymnasium env (--env); `python -m trainer eval PATH` evaluates one.",
         epilog="Defaults are the default preset's; --preset seed is the article's configuration.",
     )
     parser.add_argument(
@@ -94,10 +104,12 @@ def train_parser() -> Parser:
         shown = f"default: {default}" + (
             "" if seed_value is None else f"; seed preset: {seed_value}"
         )
+        kind = _number(item.type)
         parser.add_argument(
             flag,
             dest=item.name,
-            type=_number(item.type),
+            type=kind,
+            metavar="{true,false}" if kind is _boolean else None,
             choices=item.metadata.get("choices"),
             default=None,
             help=f"{item.metadata['help']} ({shown})",
@@ -107,7 +119,8 @@ def train_parser() -> Parser:
 
 def _number(type_name: Any) -> Any:
     name = type_name if isinstance(type_name, str) else type_name.__name__
-    return {"int": _integer, "float": _real}.get(name, str)
+    name = name.removesuffix(" | None")  # target_return: None is the env's threshold
+    return {"int": _integer, "float": _real, "bool": _boolean}.get(name, str)
 
 
 def _integer(text: str) -> int:
@@ -116,6 +129,13 @@ def _integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+    return value
 
 
 def _real(text: str) -> float:
@@ -136,7 +156,9 @@ def _flag_named(message: str, given: dict[str, Any]) -> str:
 def eval_parser() -> Parser:
     parser = Parser(
         prog="python -m trainer eval",
-        description="Greedy evaluation (push right when p > 0.5) on Gymnasium's CartPole-v1.",
+        description="Greedy evaluation on Gymnasium's own env of the policy (meta env_id):"
+        " CartPole-v1's format 1 pushes right when p > 0.5; format 2 takes p > 0.5, the"
+        " argmax or the clipped mean.",
     )
     parser.add_argument("path", metavar="RUN_DIR_OR_POLICY", help="a run directory or a policy.npz")
     parser.add_argument(
@@ -162,17 +184,36 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         stamp(args.reproducible)  # a bad SOURCE_DATE_EPOCH is refused now, not after training
         if args.resume is not None:
-            config, state, out = _resume(args, overrides)
+            config, state, out, info = _resume(args, overrides)
         else:
             config = preset(args.preset or "default", **overrides)
             _require(_train_needs(config, args), "a training run")
+            info = _env_info(config)
             if args.out == "":  # was taken as "no --out": the run went to runs/<timestamp>
                 raise UsageError("--out: the path is empty")
             out = prepare_out(args.out) if args.out else prepare_out(unused(default_out()))
             state = None
     except (ValueError, RunDirError) as error:
         raise UsageError(_flag_named(str(error), overrides)) from None
-    return _train_and_save(config, state, out, args)
+    return _train_and_save(config, state, out, args, info)
+
+
+def _env_info(config: TrainConfig) -> Any:
+    """None for CartPole-v1's flow; else the checked env (trainer.gym_train.EnvInfo): an env
+    id that does not exist, spaces the policy cannot serve or a missing --target-return are
+    a ValueError, before any directory is made."""
+    if cartpole_flow(config):
+        return None
+    import warnings
+
+    from trainer.gym_train import inspect_env
+
+    with warnings.catch_warnings():  # Gymnasium's env checker warns; training shows them
+        warnings.simplefilter("ignore")
+        try:
+            return inspect_env(config)
+        except ValueError as error:
+            raise ValueError(" ".join(str(error).split())) from None  # one line
 
 
 def default_out() -> Path:
@@ -196,8 +237,11 @@ def unused(path: Path) -> Path:
             raise RunDirError(f"{candidate}: not writable: {error.strerror or error}") from None
 
 
-def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainConfig, Any, Path]:
-    """The saved config with the flags given now applied, the saved state, the directory."""
+def _resume(
+    args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[TrainConfig, Any, Path, Any]:
+    """The saved config with the flags given now applied, the saved state, the directory and
+    the env's info (`_env_info`)."""
     from trainer.rundir import load_run, prepare_out
 
     if args.preset is not None:
@@ -208,17 +252,32 @@ def _resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[TrainC
         raise UsageError("--resume continues in its own directory; leave out --out")
     saved, state = load_run(args.resume)
     given = {k: v for k, v in overrides.items() if v is not None}
-    if given.get("hidden", saved.hidden) != saved.hidden:
-        raise UsageError(f"--hidden cannot change when resuming (the run has {saved.hidden})")
+    for name in FIXED_ON_RESUME:  # the checkpoint's parameters and optimiser are these
+        if given.get(name, getattr(saved, name)) != getattr(saved, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} cannot change when resuming (the run has {getattr(saved, name)})"
+            )
     config = from_dict({**saved.to_dict(), **given})
+    if cartpole_flow(config) != cartpole_flow(saved):
+        raise UsageError(
+            f"--backend {config.backend} with --num-envs {config.num_envs} would train on"
+            f" another flow than the run's (backend {saved.backend}, num_envs {saved.num_envs})"
+        )
     _require(_train_needs(config, args), "a training run")
-    return config, state, prepare_out(args.resume, resume=True)
+    info = _env_info(config)
+    if info is not None and info.spec != state.spec:
+        raise UsageError(
+            f"--resume {args.resume}: env {config.env} now has spaces for {info.spec},"
+            f" the checkpoint's policy is {state.spec}"
+        )
+    return config, state, prepare_out(args.resume, resume=True), info
 
 
 def _train_needs(config: TrainConfig, args: argparse.Namespace) -> dict[str, str]:
     """The optional modules this run will import, and what for."""
     needs = {"matplotlib": "curve.png"}
-    if config.eval_episodes > 0 or config.env == "gymnasium":
+    if config.eval_episodes > 0 or not cartpole_flow(config) or config.backend == "gymnasium":
         needs["gymnasium"] = "the Gymnasium environment and evaluation"
     if not args.quiet and sys.stderr.isatty():
         needs["tqdm"] = "the progress bar (or use --quiet)"
@@ -242,26 +301,43 @@ def _require(needs: dict[str, str], task: str) -> None:
             )
 
 
-def _train_and_save(config: TrainConfig, state: Any, out: Path, args: argparse.Namespace) -> int:
+def _train_and_save(
+    config: TrainConfig, state: Any, out: Path, args: argparse.Namespace, info: Any = None
+) -> int:
     with terminate_as_interrupt():
-        return _train_and_save_interruptible(config, state, out, args)
+        return _train_and_save_interruptible(config, state, out, args, info)
 
 
 def _train_and_save_interruptible(
-    config: TrainConfig, state: Any, out: Path, args: argparse.Namespace
+    config: TrainConfig, state: Any, out: Path, args: argparse.Namespace, info: Any
 ) -> int:
-    from trainer.evaluate import evaluate
     from trainer.rundir import save_run
-    from trainer.train import new_state, train
 
-    state = state or new_state(config)
-    log.info("training into %s (seed %d, %s env)", out, config.seed, config.env)
+    if info is None:
+        from trainer.train import new_state
+
+        state = state or new_state(config)
+        backend = "numpy" if config.backend != "gymnasium" else "gymnasium"
+    else:
+        from trainer.gym_train import new_env_state
+
+        state = state or new_env_state(config, info)
+        backend = "gymnasium.make_vec"
+    log.info("training into %s (seed %d, %s on %s)", out, config.seed, config.env, backend)
     progress = _Progress(config, quiet=args.quiet)
     interrupted = False
     policy = None
     try:
-        train(config, state, on_batch=progress.update)
-        policy, _ = finish(config, state, on_batch=progress.update)
+        if info is None:
+            from trainer.train import train
+
+            train(config, state, on_batch=progress.update)
+            policy, _ = finish(config, state, on_batch=progress.update)
+        else:
+            from trainer.gym_train import train_env
+
+            train_env(config, state, on_batch=progress.update)
+            policy = state.params  # the final weights: no polishing outside CartPole's flow
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -271,7 +347,7 @@ def _train_and_save_interruptible(
     eval_mean = None
     if not interrupted and config.eval_episodes > 0:
         try:
-            eval_mean = evaluate(policy, config.eval_episodes, EVAL_SEED_OFFSET + config.seed).mean
+            eval_mean = _evaluate(config, state, policy)
         except KeyboardInterrupt:
             interrupted = True
     try:
@@ -283,6 +359,16 @@ def _train_and_save_interruptible(
     interrupted = interrupted or bool(deferred)
     _summary(config, state, eval_mean, out, interrupted)
     return 130 if interrupted else 0
+
+
+def _evaluate(config: TrainConfig, state: Any, policy: Any) -> float:
+    """The greedy mean return over eval_episodes of Gymnasium's own env."""
+    from trainer import evaluate
+
+    seed = EVAL_SEED_OFFSET + config.seed
+    if state.spec is None:
+        return evaluate.evaluate(policy, config.eval_episodes, seed).mean
+    return evaluate.evaluate_env(policy, state.spec, config.env, config.eval_episodes, seed).mean
 
 
 def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
@@ -303,7 +389,8 @@ def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, 
     def best() -> tuple[Any, float]:
         return choose_policy(candidates(state), SELECT_EPISODES, seed, scores)
 
-    goal = max(config.target_return, (config.target_return + MAX_EPISODE_STEPS) / 2)
+    target = solve_target(config)
+    goal = max(target, (target + MAX_EPISODE_STEPS) / 2)
     policy, mean = best()
     while state.solved_at is not None and mean < goal and state.episodes < config.max_episodes:
         log.info("greedy policy scores %.1f < %g: one more update", mean, goal)
@@ -388,7 +475,7 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate, record_gif
+    from trainer.evaluate import evaluate, evaluate_env, record_gif
 
     if not 1 <= args.episodes <= MAX_EVAL_EPISODES:  # 10**20 ran for ever
         raise UsageError(f"--episodes must be in 1..{MAX_EVAL_EPISODES}, got {args.episodes}")
@@ -404,22 +491,65 @@ def run_eval(args: argparse.Namespace) -> int:
         policy = load_policy(path)
     except PolicyError as error:
         raise UsageError(str(error)) from None
+    format_1 = policy.format_version == 1
+    env_id = str(policy.meta["env_id"])
     needs = {"gymnasium": "the evaluation episodes"}
     if args.record is not None:
-        needs.update({"pygame": "rendering the GIF", "PIL": "writing the GIF"})
+        # CartPole-v1 renders with pygame; another env's renderer is its own (checked below)
+        needs.update({"pygame": "rendering the GIF"} if format_1 else {})
+        needs.update({"PIL": "writing the GIF"})
     _require(needs, "eval")
+    spec = None if format_1 else policy.spec
+    if not format_1:
+        _check_eval_env(env_id, spec, args.record is not None)
     if args.record is not None:
         _check_writable(Path(args.record), path)
     params = {k: v.astype("float64") for k, v in policy.params.items()}
-    result = evaluate(params, args.episodes, args.seed)
+    if format_1:
+        result = evaluate(params, args.episodes, args.seed)
+    else:
+        result = evaluate_env(params, spec, env_id, args.episodes, args.seed)
+    where = "" if format_1 else f" of {env_id}"
     print(
         f"{path}: greedy mean {result.mean:.1f}, min {result.min:g}, max {result.max:g}"
-        f" over {args.episodes} episodes (seed {args.seed})"
+        f" over {args.episodes} episodes{where} (seed {args.seed})"
     )
     if args.record is not None:
-        score = _record(params, Path(args.record), args.seed, record_gif)
+        score = _record(params, Path(args.record), args.seed, record_gif, env_id, spec)
         print(f"recorded one episode (return {score:g}) to {args.record}")
     return 0
+
+
+def _check_eval_env(env_id: str, spec: Any, record: bool) -> None:
+    """A format-2 policy's env exists, has the spaces the policy was trained for, and renders
+    frames when a GIF is asked for: else one line, before any episode."""
+    import warnings
+
+    import gymnasium as gym
+
+    from trainer.gym_train import find_env_spec, spec_from_spaces
+
+    with warnings.catch_warnings():  # Gymnasium's env checker warns
+        warnings.simplefilter("ignore")
+        try:
+            env = gym.make(find_env_spec(env_id))
+        except ValueError as error:
+            raise UsageError(" ".join(str(error).split())) from None
+        except Exception as error:  # noqa: BLE001 (a user's env may fail any way)
+            raise UsageError(f"env {env_id}: cannot be made: {error}") from None
+        try:
+            spaces = (env.observation_space, env.action_space)
+            modes = list(env.metadata.get("render_modes") or [])
+        finally:
+            env.close()
+    try:
+        expected = spec_from_spaces(*spaces, spec.hidden, spec.activation)
+    except ValueError as error:
+        raise UsageError(" ".join(str(error).split())) from None
+    if expected != spec:
+        raise UsageError(f"env {env_id} has spaces for {expected}, the policy is {spec}")
+    if record and "rgb_array" not in modes:
+        raise UsageError(f"--record: env {env_id} does not render rgb_array frames ({modes})")
 
 
 GIF_MAGIC = (b"GIF87a", b"GIF89a")
@@ -450,11 +580,19 @@ def _check_writable(path: Path, policy: Path) -> None:
         ) from None
 
 
-def _record(params: Any, path: Path, seed: int, record_gif: Any) -> float:
+def _record(params: Any, path: Path, seed: int, record_gif: Any, env_id: str, spec: Any) -> float:
     import io
 
     buffer = io.BytesIO()
-    score = record_gif(params, buffer, seed)
+    if spec is None:
+        score = record_gif(params, buffer, seed)
+    else:
+        import gymnasium as gym
+
+        try:
+            score = record_gif(params, buffer, seed, env_id, spec)
+        except gym.error.DependencyNotInstalled as error:  # the env's renderer needs it
+            raise UsageError(f"--record: {' '.join(str(error).split())}") from None
     try:
         atomic_write(path, buffer.getvalue())
     except OSError as error:

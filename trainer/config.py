@@ -1,4 +1,11 @@
-"""The training configuration: one frozen dataclass, a help string per field, two presets."""
+"""The training configuration: one frozen dataclass, a help string per field, two presets.
+
+`env` is any registered Gymnasium id (or Gymnasium's `module:EnvName-v0`, which imports the
+user's module first). CartPole-v1 with the format-1 policy (relu, no biases, no normaliser,
+RMSProp) trains on the flow of trainer/train.py: the NumPy fast path, or with backend
+gymnasium and one environment the article's set-up. Everything else trains on
+trainer/gym_train.py's generic flow over `gymnasium.make_vec`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.constants import MAX_HIDDEN
+from runtime.constants import ACTIVATIONS, ENV_ID, MAX_HIDDEN
 
-ENV_BACKENDS = ("numpy", "gymnasium")
+BACKENDS = ("auto", "numpy", "gymnasium")
+OLD_ENV_BACKENDS = ("numpy", "gymnasium")  # config.json's `env` before any env id was allowed
 BASELINES = ("time", "batch")
+OPTIMIZERS = ("rmsprop", "adam")
 PRESETS = ("default", "seed")
 MAX_LR = 1.0  # RMSProp's step is about lr per weight: larger only diverges
 MAX_RETURN = 500.0  # CartPole-v1's time limit: the most an episode can return
+CARTPOLE_THRESHOLD = 475.0  # CartPole-v1's spec.reward_threshold, here without gymnasium
+MAX_ENV_ID = 256  # characters of an env id (Gymnasium's ids are a few dozen)
 
 
 @dataclass(frozen=True)
@@ -31,22 +42,33 @@ class TrainConfig:
         },
     )
     hidden: int = field(
-        default=32, metadata={"help": "hidden ReLU units H of the 4 -> H -> 1 policy"}
+        default=32,
+        metadata={"help": "hidden units H of the obs_dim -> H -> outputs policy"},
     )
-    lr: float = field(default=0.02, metadata={"help": "RMSProp learning rate at the start"})
+    lr: float = field(
+        default=0.02,
+        metadata={"help": "learning rate at the start (other envs than CartPole-v1: throughout)"},
+    )
     lr_final: float = field(
         default=0.005,
         metadata={
             "help": "learning rate once the batch's mean return reaches the target (linear in"
-            " between; equal to --lr for a constant rate)"
+            " between; equal to --lr for a constant rate; CartPole-v1's flow only)"
         },
     )
-    batch: int = field(default=8, metadata={"help": "episodes per policy update at the start"})
+    batch: int = field(
+        default=8,
+        metadata={
+            "help": "episodes per policy update at the start (other envs than CartPole-v1:"
+            " throughout)"
+        },
+    )
     batch_final: int = field(
         default=32,
         metadata={
             "help": "episodes per update once the batch's mean return reaches the target"
-            " (geometric in between; equal to --batch for a constant size)"
+            " (geometric in between; equal to --batch for a constant size; CartPole-v1's flow"
+            " only)"
         },
     )
     num_envs: int = field(
@@ -69,24 +91,56 @@ class TrainConfig:
     )
     rms_eps: float = field(default=1e-5, metadata={"help": "RMSProp epsilon"})
     env: str = field(
-        default="numpy",
+        default=ENV_ID,
         metadata={
-            "help": "numpy: this package's vectorised CartPole (Gymnasium's dynamics bit for"
-            " bit); gymnasium: Gymnasium's own gymnasium.make, one environment (--num-envs 1)",
-            "choices": ENV_BACKENDS,
+            "help": "Gymnasium environment id, or module:EnvName-v0 to import a module that"
+            " registers it; Box observations (1-D), Discrete(n) or Box(k) actions"
         },
     )
-    target_return: float = field(
-        default=475.0,
+    backend: str = field(
+        default="auto",
         metadata={
-            "help": "solved when the mean return of the last --target-window episodes reaches this"
+            "help": "numpy: this package's vectorised CartPole-v1 (Gymnasium's dynamics bit for"
+            " bit; relu, no biases, no normaliser, rmsprop); gymnasium: Gymnasium's"
+            " environments (CartPole-v1 with --num-envs 1: gymnasium.make, the article's"
+            " set-up; else gymnasium.make_vec); auto: numpy where it applies, else gymnasium",
+            "choices": BACKENDS,
+        },
+    )
+    activation: str = field(
+        default="relu",
+        metadata={"help": "hidden-layer activation", "choices": ACTIVATIONS},
+    )
+    biases: bool = field(
+        default=False, metadata={"help": "add the biases b1 and b2 to the policy (true/false)"}
+    )
+    normaliser: bool = field(
+        default=False,
+        metadata={
+            "help": "normalise observations by running mean/std, updated after every update"
+            " and frozen into the saved policy (true/false)"
+        },
+    )
+    optimizer: str = field(
+        default="rmsprop",
+        metadata={
+            "help": "rmsprop (--rms-decay, --rms-eps) or adam (betas 0.9, 0.999, eps 1e-8)",
+            "choices": OPTIMIZERS,
+        },
+    )
+    target_return: float | None = field(
+        default=None,
+        metadata={
+            "help": "solved when the mean return of the last --target-window episodes reaches"
+            " this; default the env's spec.reward_threshold (CartPole-v1: 475), required for"
+            " an env without one"
         },
     )
     target_window: int = field(default=100, metadata={"help": "episodes in the trailing window"})
     eval_episodes: int = field(
         default=100,
         metadata={
-            "help": "greedy evaluation episodes on Gymnasium's CartPole-v1 after training (0: skip)"
+            "help": "greedy evaluation episodes on the Gymnasium env after training (0: skip)"
         },
     )
 
@@ -106,23 +160,70 @@ class TrainConfig:
         _check_float(self, "rms_eps", 0.0, math.inf)
         _check_float(self, "gamma", 0.0, 1.0, high_inclusive=True)
         _check_float(self, "rms_decay", 0.0, 1.0)
-        # CartPole-v1 pays 1 to 500 per episode: 0 divided the schedules by zero, a higher
-        # target can never be reached
-        _check_float(self, "target_return", 0.0, MAX_RETURN, high_inclusive=True)
-        if self.baseline not in BASELINES:
+        if self.target_return is not None and self.env == ENV_ID:
+            # CartPole-v1 pays 1 to 500 per episode: 0 divided the schedules by zero, a higher
+            # target can never be reached
+            _check_float(self, "target_return", 0.0, MAX_RETURN, high_inclusive=True)
+        elif self.target_return is not None:  # other envs' returns can be negative (Acrobot)
+            _check_float(self, "target_return", -math.inf, math.inf)
+        for name, allowed in (
+            ("baseline", BASELINES),
+            ("backend", BACKENDS),
+            ("activation", ACTIVATIONS),
+            ("optimizer", OPTIMIZERS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in ("biases", "normaliser"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        env = self.env
+        if not isinstance(env, str) or not 0 < len(env) <= MAX_ENV_ID or not env.isprintable():
             raise ValueError(
-                f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}"
+                f"env must be a Gymnasium id of 1..{MAX_ENV_ID} printable characters, got {env!r}"
             )
-        if self.env == "gymnasium" and self.num_envs != 1:
+        if self.backend == "numpy" and not cartpole_flow(self):
             raise ValueError(
-                f"env gymnasium steps one environment (num_envs 1), got num_envs {self.num_envs};"
-                " the numpy env is Gymnasium's vectorised dynamics bit for bit"
+                f"backend numpy is the NumPy CartPole-v1 (env {ENV_ID}, activation relu, biases"
+                " and normaliser false, optimizer rmsprop), got env"
+                f" {env}, activation {self.activation}, biases {self.biases}, normaliser"
+                f" {self.normaliser}, optimizer {self.optimizer}; use --backend gymnasium or auto"
             )
-        if self.env not in ENV_BACKENDS:
-            raise ValueError(f"env must be one of {', '.join(ENV_BACKENDS)}, got {self.env!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def is_format_1(config: TrainConfig) -> bool:
+    """The config trains format 1's policy: relu, no biases, no normaliser (and RMSProp, the
+    CartPole flow's optimiser)."""
+    plain = config.activation == "relu" and not config.biases and not config.normaliser
+    return plain and config.optimizer == "rmsprop"
+
+
+def cartpole_flow(config: TrainConfig) -> bool:
+    """trainer/train.py's flow trains this config: CartPole-v1's format-1 policy on the NumPy
+    fast path, or with backend gymnasium and one environment on gymnasium.make."""
+    if config.env != ENV_ID or not is_format_1(config):
+        return False
+    return config.backend != "gymnasium" or config.num_envs == 1
+
+
+def solve_target(config: TrainConfig, threshold: float | None = None) -> float:
+    """The mean return that counts as solved: --target-return, else the env's
+    spec.reward_threshold (`threshold`; CartPole-v1's is known without gymnasium)."""
+    if config.target_return is not None:
+        return float(config.target_return)
+    if config.env == ENV_ID:
+        return CARTPOLE_THRESHOLD
+    if threshold is None:
+        raise ValueError(
+            f"--target-return is required: env {config.env} has no spec.reward_threshold"
+            " to call a run solved"
+        )
+    return float(threshold)
 
 
 def _check_int(config: TrainConfig, name: str, low: int, high: int) -> None:
@@ -155,7 +256,7 @@ SEED_PRESET = {
     "num_envs": 1,
     "gamma": 0.99,
     "baseline": "batch",
-    "env": "gymnasium",
+    "backend": "gymnasium",
     "max_episodes": 10000,
 }
 
@@ -175,6 +276,9 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     """A config from config.json; unknown keys are an error naming them."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if values.get("env") in OLD_ENV_BACKENDS and "backend" not in values:
+        # a run saved before `env` took any id: `env` was the backend, CartPole-v1 the env
+        values = {**values, "env": ENV_ID, "backend": values["env"]}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}")

@@ -1,7 +1,8 @@
-"""Greedy evaluation on Gymnasium's own CartPole-v1, and an animated GIF of one episode.
+"""Greedy evaluation on Gymnasium's own environments, and an animated GIF of one episode.
 
-Greedy: push right exactly when p(right) > 0.5. Gymnasium is imported here, inside the
-functions, so importing the trainer's maths stays light.
+Greedy: for CartPole-v1's format-1 policy push right exactly when p(right) > 0.5; for format
+2 runtime.policy.greedy_action (p > 0.5, the argmax, the clipped mean). Gymnasium is imported
+here, inside the functions, so importing the trainer's maths stays light.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import BinaryIO
 import numpy as np
 
 from runtime.constants import ENV_ID
-from runtime.policy import Params, action_probability
+from runtime.policy import Params, PolicySpec, action_probability
+from runtime.policy import greedy_action as policy_greedy_action
 from trainer.cartpole import MAX_EPISODE_STEPS, CartPoleBatch
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 EVAL_CHUNK = 100  # environments per vectorised evaluation batch
 GIF_FRAME_STEP = 2  # keep every 2nd rendered frame: 25 fps of the 50 fps simulation
 GIF_SCALE = 0.5  # of Gymnasium's 600x400 frames
+DEFAULT_RENDER_FPS = 30  # an env whose metadata has no render_fps
 
 
 @dataclass(frozen=True)
@@ -118,15 +121,53 @@ def choose_policy(
     return best, best_mean
 
 
-def record_gif(params: Params, path: str | os.PathLike | BinaryIO, seed: int) -> float:
-    """Render one greedy episode (render_mode="rgb_array") to an animated GIF; returns its return."""
+def evaluate_env(
+    params: Params, spec: PolicySpec, env_id: str, episodes: int, seed: int
+) -> EvalResult:
+    """`evaluate` for a format-2 policy on any env: chunks of up to EVAL_CHUNK environments of
+    `gymnasium.make_vec` (its vector entry point where it has one, else sync), chunk k reset
+    with seed + k; only each environment's first episode counts."""
+    import gymnasium as gym
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    returns: list[float] = []
+    for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
+        n = min(EVAL_CHUNK, episodes - first)
+        envs = gym.make_vec(env_id, num_envs=n)
+        try:
+            obs, _ = envs.reset(seed=seed + chunk)
+            total = np.zeros(n)
+            running = np.ones(n, dtype=bool)
+            while running.any():
+                action = policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec)
+                obs, reward, terminated, truncated, _ = envs.step(action)
+                total += reward * running
+                running &= ~(terminated | truncated)
+        finally:
+            envs.close()
+        returns += total.tolist()
+    return EvalResult(tuple(returns))
+
+
+def record_gif(
+    params: Params,
+    path: str | os.PathLike | BinaryIO,
+    seed: int,
+    env_id: str = ENV_ID,
+    spec: PolicySpec | None = None,
+) -> float:
+    """Render one greedy episode (render_mode="rgb_array") to an animated GIF; returns its return.
+
+    `spec` None: CartPole-v1's format-1 policy; else a format-2 policy for `env_id`."""
     import gymnasium as gym
     from PIL import Image
 
     # off-screen rendering: no display, no sound device (else SDL complains on a headless box)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    env = gym.make(ENV_ID, render_mode="rgb_array")
+    env = gym.make(env_id, render_mode="rgb_array")
+    fps = env.metadata.get("render_fps") or DEFAULT_RENDER_FPS
     frames = []
     total = 0.0
     try:
@@ -134,14 +175,18 @@ def record_gif(params: Params, path: str | os.PathLike | BinaryIO, seed: int) ->
         frames.append(env.render())
         done = False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(int(greedy_action(params, obs)))
+            if spec is None:
+                action = int(greedy_action(params, obs))
+            else:
+                action = policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec)
+            obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated
             frames.append(env.render())
     finally:
         env.close()
     images = [_shrink(Image.fromarray(frame)) for frame in frames[::GIF_FRAME_STEP]]
-    duration_ms = int(1000 * GIF_FRAME_STEP / 50)  # CartPole advances 0.02 s per step
+    duration_ms = int(1000 * GIF_FRAME_STEP / fps)  # CartPole: 50 fps, 0.02 s per step
     images[0].save(
         path,
         format="GIF",

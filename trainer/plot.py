@@ -1,4 +1,5 @@
-"""curve.png: the returns and their 100-episode average against episodes, like the article's plot."""
+"""curve.png: the returns and their 100-episode average against episodes, like the article's plot,
+with the solving threshold and the env's name."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import io
 
 import numpy as np
 
+from runtime.constants import ENV_ID
+
 AVERAGE_WINDOW = 100
 
 
-def plot_curve(returns: list[float], target: float) -> bytes:
+def plot_curve(returns: list[float], target: float, env_id: str = ENV_ID) -> bytes:
     """PNG bytes of the learning curve (matplotlib's headless Agg backend, imported here)."""
     import matplotlib
 
@@ -28,8 +31,9 @@ def plot_curve(returns: list[float], target: float) -> bytes:
     axes.plot(episodes, average, color="tab:blue", linewidth=2, label="100-episode average")
     axes.axhline(target, color="tab:green", linestyle="--", label=f"solved ({target:g})")
     axes.set_xlabel("episode")
-    axes.set_ylabel("return (steps balanced)")
-    axes.set_title("REINFORCE on CartPole-v1")
+    # CartPole-v1 pays 1 per step balanced; other envs' returns are their reward sums
+    axes.set_ylabel("return (steps balanced)" if env_id == ENV_ID else "return (sum of rewards)")
+    axes.set_title(f"REINFORCE on {env_id}")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.constants import OBS_DIM
-from runtime.policy import Params, forward, init_params
+from runtime.policy import Params, PolicySpec, forward, init_params
 from trainer.cartpole import MAX_EPISODE_STEPS, CartPoleBatch
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, solve_target
 from trainer.reinforce import (
+    ObsStats,
     backward,
     rmsprop_step,
     standardise,
@@ -55,6 +56,11 @@ class TrainState:
     # the clock's reading at wall_s 0 in this process: set by the first train() call, so that
     # the evaluations between polishing updates count as training time (they did not)
     started: float | None = None
+    # the generic flow's (trainer/gym_train.py); None and empty on CartPole-v1's flow
+    spec: PolicySpec | None = None  # what the policy computes: None is format 1
+    threshold: float | None = None  # the env's spec.reward_threshold
+    moment: Params = field(default_factory=dict)  # Adam's first moment (cache: its second)
+    obs_stats: ObsStats | None = None  # the running observation statistics (normaliser)
 
     @property
     def episodes(self) -> int:
@@ -116,7 +122,7 @@ Envs = NumpyEnvs | GymnasiumEnv
 
 
 def make_envs(config: TrainConfig, rng: np.random.Generator) -> Envs:
-    return GymnasiumEnv(rng) if config.env == "gymnasium" else NumpyEnvs(rng)
+    return GymnasiumEnv(rng) if config.backend == "gymnasium" else NumpyEnvs(rng)
 
 
 # --- playing episodes ---------------------------------------------------------------
@@ -220,7 +226,7 @@ def policy_gradient(params: Params, episodes: list[Episode], config: TrainConfig
 
 def progress(config: TrainConfig, mean_return: float) -> float:
     """How far the last batch's mean return is towards the target, in [0, 1]."""
-    return min(max(mean_return / config.target_return, 0.0), 1.0)
+    return min(max(mean_return / solve_target(config), 0.0), 1.0)
 
 
 def learning_rate(config: TrainConfig, mean_return: float) -> float:
@@ -261,7 +267,7 @@ def train(
     state = state or new_state(config)
     polishing = extra_updates is not None
     last_update = state.updates + (extra_updates or 0)
-    if not polishing and state.solved_at is not None and not _is_solved(config, state.returns):
+    if not polishing and state.solved_at is not None and not is_solved(config, state.returns):
         state.solved_at = None  # resumed with a higher target
     envs = make_envs(config, state.rng)
     steps_offset = state.env_steps[-1] if state.env_steps else 0
@@ -277,7 +283,7 @@ def train(
         state.env_steps.append(steps_offset + env_steps)
         state.wall_s.append(clock() - state.started)
         batch.append(episode)
-        if not polishing and _is_solved(config, state.returns):
+        if not polishing and is_solved(config, state.returns):
             state.solved_at = state.episodes
             return True
         return state.episodes >= config.max_episodes or len(batch) >= _batch(config, state)
@@ -327,6 +333,8 @@ def _update(config: TrainConfig, state: TrainState, batch: list[Episode]) -> Non
     state.recent = [*state.recent[-(RECENT_POLICIES - 1) :], params]
 
 
-def _is_solved(config: TrainConfig, returns: list[float]) -> bool:
+def is_solved(config: TrainConfig, returns: list[float], threshold: float | None = None) -> bool:
+    """The mean of the last target_window returns reaches the target (`solve_target`)."""
     window = config.target_window
-    return len(returns) >= window and math.fsum(returns[-window:]) / window >= config.target_return
+    target = solve_target(config, threshold)
+    return len(returns) >= window and math.fsum(returns[-window:]) / window >= target

@@ -19,7 +19,8 @@ def test_default_improves_within_a_tiny_budget() -> None:
 def test_seed_preset_improves_within_a_tiny_budget() -> None:
     config = preset("seed", seed=0, max_episodes=200, eval_episodes=0)
     assert (config.hidden, config.lr, config.batch, config.num_envs) == (100, 1e-3, 5, 1)
-    assert config.env == "gymnasium" and config.baseline == "batch"
+    assert config.backend == "gymnasium" and config.env == "CartPole-v1"
+    assert config.baseline == "batch"
     returns = np.array(train(config).returns)
     assert returns[-50:].mean() > 2 * returns[:50].mean()  # seed 0: about 28 -> 78
 
