@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -58,20 +59,32 @@ def evaluate(params: Params, episodes: int, seed: int) -> EvalResult:
     """
     import gymnasium as gym
 
+    return _first_episodes(
+        lambda n: gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point"),
+        lambda obs: greedy_action(params, obs).astype(np.int64),
+        episodes,
+        seed,
+    )
+
+
+def _first_episodes(
+    make_envs: Callable[[int], Any], act: Callable[[np.ndarray], Any], episodes: int, seed: int
+) -> EvalResult:
+    """The returns of the first episode of each environment, in chunks of up to EVAL_CHUNK
+    vectorised environments, chunk k reset with seed + k (the autoreset step and anything after
+    it are ignored)."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     returns: list[float] = []
     for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
         n = min(EVAL_CHUNK, episodes - first)
-        envs = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")
+        envs = make_envs(n)
         try:
             obs, _ = envs.reset(seed=seed + chunk)
             total = np.zeros(n)
             running = np.ones(n, dtype=bool)
             while running.any():
-                obs, reward, terminated, truncated, _ = envs.step(
-                    greedy_action(params, obs).astype(np.int64)
-                )
+                obs, reward, terminated, truncated, _ = envs.step(act(obs))
                 total += reward * running
                 running &= ~(terminated | truncated)
         finally:
@@ -129,25 +142,12 @@ def evaluate_env(
     with seed + k; only each environment's first episode counts."""
     import gymnasium as gym
 
-    if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
-    returns: list[float] = []
-    for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
-        n = min(EVAL_CHUNK, episodes - first)
-        envs = gym.make_vec(env_id, num_envs=n)
-        try:
-            obs, _ = envs.reset(seed=seed + chunk)
-            total = np.zeros(n)
-            running = np.ones(n, dtype=bool)
-            while running.any():
-                action = policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec)
-                obs, reward, terminated, truncated, _ = envs.step(action)
-                total += reward * running
-                running &= ~(terminated | truncated)
-        finally:
-            envs.close()
-        returns += total.tolist()
-    return EvalResult(tuple(returns))
+    return _first_episodes(
+        lambda n: gym.make_vec(env_id, num_envs=n),
+        lambda obs: policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec),
+        episodes,
+        seed,
+    )
 
 
 def record_gif(
