@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from runtime.policy import load_policy
-from trainer import cli
 from trainer.cli import main
 from trainer.config import TrainConfig, from_dict
 
@@ -217,9 +216,7 @@ def test_envs_the_policy_cannot_serve_are_one_line_exit_2(
     assert not out.exists()
 
 
-def test_same_seed_same_bytes_and_ctrl_c_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_same_seed_same_bytes_and_ctrl_c_resume(tmp_path: Path, interrupt_after) -> None:
     flags = ["--env", "Acrobot-v1", "--seed", "3", "--max-episodes", "32", "--quiet"]
     flags += ["--eval-episodes", "0", "--biases", "true", "--normaliser", "true"]
     flags += ["--optimizer", "adam", "--reproducible"]
@@ -228,17 +225,10 @@ def test_same_seed_same_bytes_and_ctrl_c_resume(
     for name in ("metrics.csv", "policy.npz", "config.json", "curve.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
-    update = cli._Progress.update
-
-    def interrupt_after_16(self: cli._Progress, state) -> None:  # noqa: ANN001
-        update(self, state)
-        if state.episodes >= 16:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli._Progress, "update", interrupt_after_16)
+    interrupt_after(16)
     part = tmp_path / "part"
     assert main([*flags, "--out", str(part)]) == 130
-    monkeypatch.setattr(cli._Progress, "update", update)
+    interrupt_after(None)
     before = (part / "metrics.csv").read_text().splitlines()
     assert len(before) - 1 == 16
     with np.load(part / "checkpoint.npz") as checkpoint:

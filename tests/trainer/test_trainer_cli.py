@@ -76,23 +76,16 @@ def test_without_reproducible_only_clock_fields_differ(tmp_path: Path) -> None:
         assert np.array_equal(first.params[key], second.params[key])
 
 
-def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, interrupt_after) -> None:
     flags = ["--seed", "4", "--max-episodes", "120", "--eval-episodes", "0", "--quiet"]
-    update = cli._Progress.update
-
-    def interrupt_after_60(self: cli._Progress, state) -> None:  # noqa: ANN001
-        update(self, state)
-        if state.episodes >= 60:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli._Progress, "update", interrupt_after_60)
+    interrupt_after(60)
     part = tmp_path / "part"
     assert main(["--out", str(part), *flags]) == 130
     before = (part / "metrics.csv").read_text().splitlines()
     assert 60 <= len(before) - 1 < 120
     interrupted = load_policy(part / "policy.npz")
     assert interrupted.meta["episodes"] == len(before) - 1
-    monkeypatch.setattr(cli._Progress, "update", update)
+    interrupt_after(None)
 
     copy = tmp_path / "copy"
     shutil.copytree(part, copy)
@@ -110,16 +103,9 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_ctrl_c_saves_the_last_update_not_the_initial_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, interrupt_after
 ) -> None:
-    update = cli._Progress.update
-
-    def interrupt_after_40(self: cli._Progress, state) -> None:  # noqa: ANN001
-        update(self, state)
-        if state.episodes >= 40:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli._Progress, "update", interrupt_after_40)
+    interrupt_after(40)
     out = tmp_path / "run"
     assert main(["--seed", "7", "--out", str(out), *TINY]) == 130
     saved = load_policy(out / "policy.npz").params["W1"]
