@@ -68,13 +68,12 @@ from runtime.policy import (
 from trainer.config import TrainConfig, solve_target
 from trainer.reinforce import (
     adam_step,
+    batch_advantages,
     discounted_returns,
     log_likelihood_gradient,
     new_obs_stats,
     obs_std,
     rmsprop_step,
-    standardise,
-    time_baseline_advantages,
     update_obs_stats,
     zeros_like_params,
 )
@@ -329,10 +328,7 @@ def policy_gradient(
     for column, episode in enumerate(episodes):
         rewards[: episode.length, column] = episode.rewards
     returns = discounted_returns(rewards, config.gamma)  # 0 reward after the end: no leak
-    if config.baseline == "time":
-        advantages = time_baseline_advantages(returns, alive).T[alive.T]
-    else:
-        advantages = standardise(returns.T[alive.T])
+    advantages = batch_advantages(returns, alive, config.baseline)
     obs = np.concatenate([episode.obs for episode in episodes])
     actions = np.concatenate([episode.actions for episode in episodes])
     return log_likelihood_gradient(params, spec, obs, actions, advantages)

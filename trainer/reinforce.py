@@ -86,6 +86,16 @@ def time_baseline_advantages(
     return advantages / (live.std() + eps) if live.size else advantages
 
 
+def batch_advantages(returns: np.ndarray, alive: np.ndarray, baseline: str) -> np.ndarray:
+    """The advantage of every live step of a batch of episodes aligned in time (returns and
+    alive (T, B)), episode after episode: `time`, the time-indexed baseline
+    (`time_baseline_advantages`); `batch`, the returns standardised over the batch (the
+    article's)."""
+    if baseline == "time":
+        return time_baseline_advantages(returns, alive).T[alive.T]
+    return standardise(returns.T[alive.T])
+
+
 def backward(
     params: Params,
     obs: np.ndarray,
@@ -95,14 +105,10 @@ def backward(
     """Gradient of sum_i dlogit_i * logit_i with respect to W1 and W2, summed over the rows.
 
     obs (M, 4), hidden (M, H) the ReLU outputs of forward, dlogit (M,): for REINFORCE
-    advantage * (action - p), which makes this the policy-gradient ascent direction.
+    advantage * (action - p), which makes this the policy-gradient ascent direction. Format 1's
+    case of `backward_pass` (relu, no biases).
     """
-    grad_w2 = hidden.T @ dlogit  # d logit / d W2 = h
-    # d logit / d h = W2; ReLU passes the gradient only where it was active (a multiply by
-    # the mask: several times faster than assigning zeros through a boolean index)
-    grad_hidden = np.outer(dlogit, params[KEY_W2]) * (hidden > 0)
-    grad_w1 = grad_hidden.T @ obs  # d h / d W1 = obs (outer product per row)
-    return {KEY_W1: grad_w1, KEY_W2: grad_w2}
+    return backward_pass(params, obs, hidden, dlogit)
 
 
 def rmsprop_step(
@@ -188,7 +194,8 @@ def backward_pass(
     else:
         grads = {KEY_W2: doutput.T @ hidden}  # d output_j / d W2[j] = h
         grad_hidden = doutput @ w2
-    # through the activation, written with its output: relu' = (h > 0), tanh' = 1 - h^2
+    # through the activation, written with its output: relu' = (h > 0), tanh' = 1 - h^2 (a
+    # multiply by relu's mask: several times faster than assigning zeros through an index)
     grad_pre = grad_hidden * (1.0 - hidden**2 if activation == "tanh" else hidden > 0)
     grads[KEY_W1] = grad_pre.T @ x  # d pre / d W1 = x (outer product per row)
     if KEY_B1 in params:

@@ -25,10 +25,9 @@ from trainer.config import TrainConfig, solve_target
 from trainer.reinforce import (
     ObsStats,
     backward,
+    batch_advantages,
     rmsprop_step,
-    standardise,
     survival_returns,
-    time_baseline_advantages,
     zeros_like_params,
 )
 
@@ -213,10 +212,7 @@ def policy_gradient(params: Params, episodes: list[Episode], config: TrainConfig
     lengths = np.array([episode.length for episode in episodes])
     alive = np.arange(lengths.max())[:, None] < lengths[None, :]  # (T, B) episodes side by side
     returns = survival_returns(lengths, config.gamma)  # = discounted_returns(alive, gamma)
-    if config.baseline == "time":
-        advantages = time_baseline_advantages(returns, alive).T[alive.T]
-    else:
-        advantages = standardise(returns.T[alive.T])
+    advantages = batch_advantages(returns, alive, config.baseline)
     obs = np.concatenate([episode.obs for episode in episodes]).astype(np.float64)
     actions = np.concatenate([episode.actions for episode in episodes])
     prob, hidden = forward(params, obs)
