@@ -204,16 +204,12 @@ def _env_info(config: TrainConfig) -> Any:
     a ValueError, before any directory is made."""
     if cartpole_flow(config):
         return None
-    import warnings
-
     from trainer.gym_train import inspect_env
 
-    with warnings.catch_warnings():  # Gymnasium's env checker warns; training shows them
-        warnings.simplefilter("ignore")
-        try:
-            return inspect_env(config)
-        except ValueError as error:
-            raise ValueError(" ".join(str(error).split())) from None  # one line
+    try:
+        return inspect_env(config)
+    except ValueError as error:
+        raise ValueError(" ".join(str(error).split())) from None  # one line
 
 
 def default_out() -> Path:
@@ -523,31 +519,18 @@ def run_eval(args: argparse.Namespace) -> int:
 def _check_eval_env(env_id: str, spec: Any, record: bool) -> None:
     """A format-2 policy's env exists, has the spaces the policy was trained for, and renders
     frames when a GIF is asked for: else one line, before any episode."""
-    import warnings
+    from trainer.gym_train import probe_env, spec_from_spaces
 
-    import gymnasium as gym
-
-    from trainer.gym_train import find_env_spec, spec_from_spaces
-
-    with warnings.catch_warnings():  # Gymnasium's env checker warns
-        warnings.simplefilter("ignore")
-        try:
-            env = gym.make(find_env_spec(env_id))
-        except ValueError as error:
-            raise UsageError(" ".join(str(error).split())) from None
-        except Exception as error:  # noqa: BLE001 (a user's env may fail any way)
-            raise UsageError(f"env {env_id}: cannot be made: {error}") from None
-        try:
-            spaces = (env.observation_space, env.action_space)
-            modes = list(env.metadata.get("render_modes") or [])
-        finally:
-            env.close()
     try:
-        expected = spec_from_spaces(*spaces, spec.hidden, spec.activation)
+        probe = probe_env(env_id)
+        expected = spec_from_spaces(
+            probe.observation_space, probe.action_space, spec.hidden, spec.activation
+        )
     except ValueError as error:
-        raise UsageError(" ".join(str(error).split())) from None
+        raise UsageError(" ".join(str(error).split())) from None  # one line
     if expected != spec:
         raise UsageError(f"env {env_id} has spaces for {expected}, the policy is {spec}")
+    modes = probe.render_modes
     if record and "rgb_array" not in modes:
         raise UsageError(f"--record: env {env_id} does not render rgb_array frames ({modes})")
 

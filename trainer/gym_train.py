@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -121,25 +121,46 @@ def find_env_spec(env_id: str) -> Any:
         raise ValueError(f"env {env_id}: not a registered Gymnasium env ({error})") from None
 
 
+class EnvProbe(NamedTuple):
+    """What one made (and closed) env says of itself."""
+
+    env_spec: Any  # Gymnasium's EnvSpec
+    observation_space: Any
+    action_space: Any
+    render_modes: list[str]
+
+
+def probe_env(env_id: str) -> EnvProbe:
+    """Make one env of `env_id` (`find_env_spec`) to read its spaces and render modes, with
+    Gymnasium's env-checker warnings silenced. ValueError names the id and what is wrong."""
+    import warnings
+
+    import gymnasium as gym
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env_spec = find_env_spec(env_id)
+        try:
+            env = gym.make(env_spec)
+        except Exception as error:  # noqa: BLE001 (a user's env may fail any way)
+            raise ValueError(f"env {env_id}: cannot be made: {error}") from None
+        try:
+            modes = list(env.metadata.get("render_modes") or [])
+            return EnvProbe(env_spec, env.observation_space, env.action_space, modes)
+        finally:
+            env.close()
+
+
 def inspect_env(config: TrainConfig) -> EnvInfo:
     """Check config.env: registered, spaces the policy can serve, a solving target; makes one
     env to read its spaces. ValueError with one line naming what is refused."""
-    import gymnasium as gym
-
-    env_spec = find_env_spec(config.env)
-    try:
-        env = gym.make(env_spec)
-    except Exception as error:  # noqa: BLE001 (a user's env may fail any way)
-        raise ValueError(f"env {config.env}: cannot be made: {error}") from None
-    try:
-        spec = spec_from_spaces(
-            env.observation_space, env.action_space, config.hidden, config.activation
-        )
-    finally:
-        env.close()
-    threshold = env_spec.reward_threshold
+    probe = probe_env(config.env)
+    spec = spec_from_spaces(
+        probe.observation_space, probe.action_space, config.hidden, config.activation
+    )
+    threshold = probe.env_spec.reward_threshold
     solve_target(config, threshold)  # --target-return required without a threshold
-    return EnvInfo(config.env, spec, threshold, env_spec.max_episode_steps)
+    return EnvInfo(config.env, spec, threshold, probe.env_spec.max_episode_steps)
 
 
 def spec_from_spaces(
