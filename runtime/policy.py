@@ -673,17 +673,27 @@ def parse_policy(
     if len(data) > max_bytes:
         raise PolicyError(f"policy is {len(data)} bytes, more than the limit of {max_bytes}")
     arrays = _read_archive(data, max_bytes)
-    declared = _declared_format(arrays[KEY_META])
+    meta = _peek_meta(arrays[KEY_META])  # parsed once: the checks below take it as it is
+    declared = None if meta is None else meta.get("format_version")
+    declared = declared if _is_int(declared) else FORMAT_VERSION
     if declared == FORMAT_VERSION_2:
-        return _parse_format_2(data, arrays, obs_dim)
+        return _parse_format_2(data, arrays, obs_dim, meta)
     if declared != FORMAT_VERSION:  # a later format: its entries would only confuse the checks
-        readable = " and ".join(str(version) for version in FORMAT_VERSIONS)
-        raise PolicyError(f"meta.format_version is {declared}, this runtime reads {readable}")
-    return _parse_format_1(data, arrays, OBS_DIM if obs_dim is None else obs_dim)
+        raise PolicyError(
+            f"meta.format_version is {declared}, this runtime reads {_formats_read()}"
+        )
+    return _parse_format_1(data, arrays, OBS_DIM if obs_dim is None else obs_dim, meta)
 
 
-def _parse_format_1(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int) -> Policy:
-    """Format 1, checked as it always was: exactly W1, W2, meta and optionally signature."""
+def _formats_read() -> str:
+    return " and ".join(str(version) for version in FORMAT_VERSIONS)
+
+
+def _parse_format_1(
+    data: bytes, arrays: dict[str, np.ndarray], obs_dim: int, peeked: dict[str, Any] | None
+) -> Policy:
+    """Format 1, checked as it always was: exactly W1, W2, meta and optionally signature.
+    `peeked`: meta as `_peek_meta` parsed it (None: not a readable JSON object)."""
     if not set(arrays) <= ALLOWED_KEYS:
         newer = ", ".join(key for key in ARRAY_KEYS_V2 if key in arrays and key not in ALLOWED_KEYS)
         raise PolicyError(
@@ -694,7 +704,7 @@ def _parse_format_1(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int) ->
     w1, w2 = arrays[KEY_W1], arrays[KEY_W2]
     _check_weights(w1, w2, obs_dim)
     meta_json = _meta_json(arrays[KEY_META])
-    meta = _check_meta(meta_json, w1.shape[0], obs_dim)
+    meta = _check_meta(meta_json, w1.shape[0], obs_dim, peeked)
     signature = _signature(arrays.get(KEY_SIGNATURE))
     return Policy(
         params={KEY_W1: w1, KEY_W2: w2},
@@ -706,27 +716,30 @@ def _parse_format_1(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int) ->
     )
 
 
-def _declared_format(array: np.ndarray) -> int:
-    """meta's format_version when meta is readable JSON and that is an integer, else 1: a format-1
-    file, or one too damaged to tell, is checked exactly as format 1 always was (the same
-    errors, in the same order)."""
+def _peek_meta(array: np.ndarray) -> dict[str, Any] | None:
+    """meta as a JSON object when it reads as one, else None: its format_version decides which
+    checks run, and a format-1 file, or one too damaged to tell, is checked exactly as format 1
+    always was (the same errors, in the same order: `_meta_json` and `_check_meta` report what
+    this passes over)."""
     if array.shape != () or array.dtype.kind != "U":
-        return FORMAT_VERSION
+        return None
     text = str(array[()])
     if len(text) > MAX_META_BYTES:  # characters: never more than its UTF-8 bytes
-        return FORMAT_VERSION
+        return None
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError):
-        return FORMAT_VERSION
-    declared = meta.get("format_version") if isinstance(meta, dict) else None
-    return declared if _is_int(declared) else FORMAT_VERSION
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
-def _parse_format_2(data: bytes, arrays: dict[str, np.ndarray], obs_dim: int | None) -> Policy:
-    """Format 2: meta first (its spec says which entries and shapes are valid), then arrays."""
+def _parse_format_2(
+    data: bytes, arrays: dict[str, np.ndarray], obs_dim: int | None, peeked: dict[str, Any]
+) -> Policy:
+    """Format 2: meta first (its spec says which entries and shapes are valid), then arrays;
+    `peeked` is meta as `_peek_meta` parsed it."""
     meta_json = _meta_json(arrays[KEY_META])
-    meta, spec = _check_meta_v2(meta_json, obs_dim)
+    meta, spec = _check_meta_v2(meta_json, obs_dim, peeked)
     _check_entries_v2(set(arrays), spec)
     params = {key: arrays[key] for key in ARRAY_KEYS_V2 if key in arrays}
     _check_arrays_v2(params, spec)
@@ -912,17 +925,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_meta(text: str, hidden: int, obs_dim: int) -> dict[str, Any]:
-    meta = _json_object(text)
+def _check_meta(
+    text: str, hidden: int, obs_dim: int, parsed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Format 1's meta; `parsed`, when given, is `text` already parsed (a JSON object)."""
+    meta = _json_object(text) if parsed is None else parsed
     missing = [name for name in META_FIELDS if name not in meta]
     if missing:
         raise PolicyError(f"meta is missing {', '.join(missing)}")
     if meta["format"] != FORMAT_NAME:
         raise PolicyError(f"meta.format is {meta['format']!r}, expected {FORMAT_NAME!r}")
     if meta["format_version"] != FORMAT_VERSION or not _is_int(meta["format_version"]):
-        readable = " and ".join(str(version) for version in FORMAT_VERSIONS)
         raise PolicyError(
-            f"meta.format_version is {meta['format_version']!r}, this runtime reads {readable}"
+            f"meta.format_version is {meta['format_version']!r}, this runtime reads"
+            f" {_formats_read()}"
         )
     if not _is_int(meta["version"]) or meta["version"] <= 0:
         raise PolicyError(f"meta.version must be a positive integer, got {meta['version']!r}")
@@ -973,10 +989,13 @@ def _json_object(text: str) -> dict[str, Any]:
     return meta
 
 
-def _check_meta_v2(text: str, obs_dim: int | None) -> tuple[dict[str, Any], PolicySpec]:
+def _check_meta_v2(
+    text: str, obs_dim: int | None, parsed: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], PolicySpec]:
     """Format 2's meta: exactly its fields (unknown ones refused), each of its type, and the
-    spec they describe; `obs_dim` (the plant's, None: any) must be the policy's."""
-    meta = _json_object(text)
+    spec they describe; `obs_dim` (the plant's, None: any) must be the policy's. `parsed`,
+    when given, is `text` already parsed."""
+    meta = _json_object(text) if parsed is None else parsed
     missing = [name for name in META_FIELDS_V2 if name not in meta]
     if meta.get("head") == HEAD_GAUSSIAN:
         missing += [name for name in META_BOUNDS_V2 if name not in meta]
