@@ -8,6 +8,9 @@ import pytest
 
 from trainer import cli
 
+# what a run directory holds, as docs/training.md lists it
+RUN_FILES = {"policy.npz", "metrics.csv", "config.json", "curve.png", "checkpoint.npz"}
+
 
 @pytest.fixture
 def interrupt_after(monkeypatch: pytest.MonkeyPatch) -> Callable[[int | None], None]:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from runtime.policy import load_policy
+from tests.trainer.conftest import RUN_FILES
 from trainer.cli import main
 from trainer.config import TrainConfig, from_dict
 
@@ -116,13 +117,7 @@ def test_acrobot_trains_saves_format_2_and_evaluates(
         main([*flags, "--biases", "true", "--normaliser", "true", *QUIET, "--out", str(out)]) == 0
     )
     assert "not solved in 16 episodes" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {
-        "policy.npz",
-        "metrics.csv",
-        "config.json",
-        "curve.png",
-        "checkpoint.npz",
-    }
+    assert {p.name for p in out.iterdir()} == RUN_FILES
     returns = returns_of(out)
     assert len(returns) == 16 and all(-500 <= value < 0 for value in returns)  # -1 per step
     policy = load_policy(out / "policy.npz")
