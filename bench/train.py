@@ -200,13 +200,16 @@ def run(name: str, config: TrainConfig, eval_episodes: int = EVAL_EPISODES) -> R
     """Train, save the policy as the CLI does (bytes), evaluate those bytes independently."""
     if cartpole_flow(config):
         return _run_cartpole(name, config, eval_episodes)
+    from trainer.cli import finish_env
     from trainer.gym_train import inspect_env, new_env_state, train_env
 
     info = inspect_env(config)
     state = train_env(config, new_env_state(config, info))
     solved = state.solved_at, state.episodes, state.env_steps[-1], state.wall_s[-1]
-    # the policy the CLI saves outside CartPole's flow: the final weights, format 2
-    data = policy_bytes(state.params, make_meta(spec=state.spec, env_id=config.env, version=1))
+    # the policy the CLI saves: the best of the last few updates by a greedy evaluation,
+    # polished by further updates if none is clearly above the target; format 2
+    policy, _ = finish_env(config, state)
+    data = policy_bytes(policy, make_meta(spec=state.spec, env_id=config.env, version=1))
     returns = independent_eval(data, config.env, eval_episodes)
     return _result(name, config, state, solved, returns, info.threshold)
 

@@ -111,27 +111,52 @@ def evaluate_numpy(params: Params, episodes: int, seed: int) -> EvalResult:
 
 
 def choose_policy(
-    candidates: list[Params], episodes: int, seed: int, scores: dict[bytes, float] | None = None
+    candidates: list[Params],
+    episodes: int,
+    seed: int,
+    scores: dict[bytes, EvalResult] | None = None,
 ) -> tuple[Params, float]:
-    """The candidate (float32 weights, as saved) with the best greedy mean return; the latest
-    among equals. `candidates` run oldest to newest, the final weights last.
+    """The CartPole-v1 candidate (float32 weights, as saved) with the best greedy mean return
+    on the NumPy CartPole; the latest among equals. `candidates` run oldest to newest, the
+    final weights last.
 
-    `scores` remembers the mean of weights already evaluated with this seed (the evaluation is
-    deterministic): polishing calls this once per update with mostly the same candidates.
+    `scores`: as `choose_best`'s `results`, for this seed.
     """
-    scores = {} if scores is None else scores
-    best, best_mean = candidates[-1], -1.0
+    best, result = choose_best(
+        candidates,
+        lambda saved: evaluate_numpy(saved, episodes, seed),
+        {} if scores is None else scores,
+        perfect=MAX_EPISODE_STEPS,
+    )
+    return best, result.mean
+
+
+def choose_best(
+    candidates: list[Params],
+    score: Callable[[Params], EvalResult],
+    results: dict[bytes, EvalResult],
+    perfect: float | None = None,
+) -> tuple[Params, EvalResult]:
+    """The candidate whose float32 weights (as saved) have the best greedy mean `score`; the
+    latest among equals. `candidates` run oldest to newest, the final weights last.
+
+    `results` remembers the evaluation of weights already scored (the evaluation is
+    deterministic for a seed): polishing calls this once per update with mostly the same
+    candidates. A candidate reaching `perfect` ends the search: nothing can beat it.
+    """
+    best: tuple[Params, EvalResult] | None = None
     for params in reversed(candidates):
-        saved = {k: v.astype(np.float32) for k, v in params.items()}
-        key = b"".join(saved[k].tobytes() for k in sorted(saved))
-        if key not in scores:
-            scores[key] = evaluate_numpy(saved, episodes, seed).mean
-        mean = scores[key]
-        if mean > best_mean:
-            best, best_mean = params, mean
-        if best_mean >= MAX_EPISODE_STEPS:
-            break  # the newest perfect candidate: nothing can beat it
-    return best, best_mean
+        saved = {key: value.astype(np.float32) for key, value in params.items()}
+        key = b"".join(key.encode() + saved[key].tobytes() for key in sorted(saved))
+        if key not in results:
+            results[key] = score(saved)
+        result = results[key]
+        if best is None or result.mean > best[1].mean:
+            best = params, result
+        if perfect is not None and result.mean >= perfect:
+            break
+    assert best is not None, "choose_best needs at least one candidate"
+    return best
 
 
 def evaluate_env(

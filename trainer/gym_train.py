@@ -77,7 +77,7 @@ from trainer.reinforce import (
     update_obs_stats,
     zeros_like_params,
 )
-from trainer.train import TrainState, is_solved
+from trainer.train import RECENT_POLICIES, TrainState, is_solved
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +381,7 @@ def update(config: TrainConfig, state: TrainState, batch: list[Episode]) -> None
         state.updates + 1,
     )
     state.last_mean_return = mean_return  # drives nothing here: kept for the checkpoint
+    state.recent = [*state.recent[-(RECENT_POLICIES - 1) :], params]
 
 
 # --- the run ------------------------------------------------------------------------
@@ -391,15 +392,25 @@ def train_env(
     state: TrainState,
     on_batch: Callable[[TrainState], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    extra_updates: int | None = None,
 ) -> TrainState:
     """Train until the trailing window reaches the target or max_episodes have been played.
+
+    With `extra_updates`, ignore the target and stop after that many more updates instead
+    (the polishing of a solved run whose greedy policy is not yet good enough).
 
     `state` from `new_env_state` or a checkpoint (resume: the envs start fresh episodes).
     On KeyboardInterrupt the state holds every finished episode and the last update; the
     exception propagates so that the caller can save it.
     """
     threshold = state.threshold
-    if state.solved_at is not None and not is_solved(config, state.returns, threshold):
+    polishing = extra_updates is not None
+    last_update = state.updates + (extra_updates or 0)
+    if (
+        not polishing
+        and state.solved_at is not None
+        and not is_solved(config, state.returns, threshold)
+    ):
         state.solved_at = None  # resumed with a higher target
     steps_offset = state.env_steps[-1] if state.env_steps else 0
     if state.started is None:
@@ -407,24 +418,29 @@ def train_env(
     batch: list[Episode] = []
 
     def on_episode_end(episode: Episode, env_steps: int) -> bool:
-        if state.episodes >= config.max_episodes or state.solved_at:
+        if state.episodes >= config.max_episodes or (not polishing and state.solved_at):
             return True  # another episode ending at the same step as the last one: not counted
         state.returns.append(episode.total)
         state.env_steps.append(steps_offset + env_steps)
         state.wall_s.append(clock() - state.started)
         batch.append(episode)
-        if is_solved(config, state.returns, threshold):
+        if not polishing and is_solved(config, state.returns, threshold):
             state.solved_at = state.episodes
             return True
         return state.episodes >= config.max_episodes or len(batch) >= config.batch
 
-    if state.solved_at is not None or state.episodes >= config.max_episodes:
+    def more() -> bool:
+        if state.episodes >= config.max_episodes:
+            return False
+        return state.updates < last_update if polishing else state.solved_at is None
+
+    if not more():
         return state
     slots = open_slots(config, min(config.num_envs, config.batch), state.rng)
     try:
-        while state.solved_at is None and state.episodes < config.max_episodes:
+        while more():
             play(slots, state.params, state.spec, state.rng, on_episode_end)
-            if len(batch) >= config.batch and state.solved_at is None:
+            if len(batch) >= config.batch and (polishing or state.solved_at is None):
                 update(config, state, batch)
                 batch.clear()
                 if on_batch is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -298,3 +299,83 @@ def test_eval_refuses_an_env_that_does_not_render_or_is_gone(
     )
     assert main(["eval", str(out), "--episodes", "1"]) == 2
     assert "cannot import module 'tinyenvs'" in one_error_line(capsys)
+
+
+def _solved_tiny_walk(**overrides) -> tuple:  # noqa: ANN003
+    from trainer.config import preset
+    from trainer.gym_train import inspect_env, new_env_state, train_env
+
+    values = {"seed": 1, "target_window": 40, "max_episodes": 400, "eval_episodes": 0}
+    config = preset("default", env="tinyenvs:TinyWalk-v0", **{**values, **overrides})
+    state = train_env(config, new_env_state(config, inspect_env(config)))
+    assert state.solved_at is not None
+    return config, state
+
+
+def _weights_key(params: dict) -> bytes:
+    return b"".join(params[k].astype(np.float32).tobytes() for k in sorted(params))
+
+
+def test_the_saved_policy_is_the_best_greedy_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import evaluate
+    from trainer.cli import SELECT_EPISODES, SELECT_SEED_OFFSET, candidates, finish_env
+
+    config, state = _solved_tiny_walk()
+    assert len(candidates(state)) > 1  # the last few updates' weights
+    real = evaluate.evaluate_env
+    evaluated: list[bytes] = []
+
+    def counted(params, spec, env_id, episodes, seed):  # noqa: ANN001, ANN202
+        evaluated.append(_weights_key(params))
+        return real(params, spec, env_id, episodes, seed)
+
+    monkeypatch.setattr(evaluate, "evaluate_env", counted)
+    policy, mean = finish_env(config, state)
+    assert len(evaluated) == len(set(evaluated))  # never the same weights twice
+    seed = SELECT_SEED_OFFSET + config.seed
+    fresh = [real(p, state.spec, config.env, SELECT_EPISODES, seed).mean for p in candidates(state)]
+    assert mean == max(fresh) and any(policy is p for p in candidates(state))
+    assert mean >= 2.5  # TinyWalk's reward_threshold: right, right, right pays 3
+
+
+def test_a_greedy_policy_below_the_target_is_polished(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import evaluate
+    from trainer.cli import finish_env
+
+    config, state = _solved_tiny_walk()
+    solved_at, first_update = state.solved_at, state.updates
+
+    def scripted(params, spec, env_id, episodes, seed):  # noqa: ANN001, ANN202
+        # below TinyWalk's 2.5 until three more updates were made, then above it
+        good = state.updates >= first_update + 3 and params[KEY] is not None
+        return evaluate.EvalResult((3.0 if good else 2.0,) * episodes)
+
+    KEY = "W1"
+    monkeypatch.setattr(evaluate, "evaluate_env", scripted)
+    policy, mean = finish_env(config, state)
+    assert state.updates == first_update + 3 and mean == 3.0
+    assert state.solved_at == solved_at  # polishing episodes count apart from the solve
+
+    # a policy that never gets there: polished until max_episodes, the best one kept
+    config, state = _solved_tiny_walk(seed=2)
+    budget = dataclasses.replace(config, max_episodes=state.episodes + 3 * config.batch)
+    first_update = 10**9  # never good
+    policy, mean = finish_env(budget, state)
+    assert state.episodes == budget.max_episodes and mean == 2.0
+
+
+def test_other_envs_default_to_tanh_biases_and_the_normaliser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trainer.config import preset
+
+    assert (preset("default").activation, preset("default").biases) == ("relu", False)
+    other = preset("default", env="Acrobot-v1")
+    assert (other.activation, other.biases, other.normaliser) == ("tanh", True, True)
+    plain = preset("default", env="Acrobot-v1", activation="relu", normaliser=False)
+    assert (plain.activation, plain.biases, plain.normaliser) == ("relu", True, False)
+    assert preset("seed", env="Acrobot-v1").activation == "relu"  # the article's preset as it is
+    assert main(["--help"]) == 0
+    assert "default: relu; on envs other than CartPole-v1: tanh" in " ".join(
+        capsys.readouterr().out.split()
+    )
