@@ -43,6 +43,7 @@ from runtime.constants import (
     KEY_W2,
     OBS_CLIP,
     OBS_DIM,
+    ONNX_PROB_OUTPUT,
 )
 from runtime.policy import Policy, PolicySpec
 
@@ -50,9 +51,9 @@ OPSET = 17  # Sigmoid, Relu and MatMul are unchanged since opset 13-14; 17 is wi
 IR_VERSION = 8  # the IR version that goes with opset 17, so older runtimes load the file
 PRODUCER = "reinforce-edge export"
 INPUT_NAME = "obs"
-OUTPUT_NAME = "prob"  # format 1's one output
+OUTPUT_NAME = ONNX_PROB_OUTPUT  # format 1's one output
 ACTION_NAME = "action"  # format 2's first output
-DISTRIBUTIONS = {HEAD_BERNOULLI: "prob", HEAD_CATEGORICAL: "probs", HEAD_GAUSSIAN: "mean"}
+DISTRIBUTIONS = {HEAD_BERNOULLI: ONNX_PROB_OUTPUT, HEAD_CATEGORICAL: "probs", HEAD_GAUSSIAN: "mean"}
 BATCH = "batch"  # the symbolic batch dimension
 COMPUTES = ("double", "float")
 
