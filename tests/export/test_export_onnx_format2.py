@@ -337,3 +337,15 @@ def test_an_episode_driven_by_the_graph_takes_greedy_actions(
         )
     else:
         assert len(set(actions)) >= 2
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_nan_observation_gives_a_nan_distribution_not_a_confident_one(head: str) -> None:
+    policy = make_policy(13, head, "relu", biases=True, normaliser=True, obs_dim=3)
+    obs = np.array([[np.nan, 0.0, 0.0], [np.nan] * 3], np.float32)
+    action, dist = session(build_onnx(policy, "test")).run(None, {"obs": obs})
+    assert np.all(np.isnan(dist))
+    if head == "gaussian":
+        assert np.all(np.isnan(action))
+    else:  # as greedy_action: NaN > 0.5 is False, np.argmax of NaNs is 0
+        np.testing.assert_array_equal(action, greedy_action(policy.params, obs, policy.spec))
