@@ -1,12 +1,17 @@
 """Per-decision latency of the policy's backends, side by side in one run.
 
     .venv/bin/python bench/export.py [--hidden 32] [--rounds 7]
+    .venv/bin/python bench/export.py --head gaussian [--obs-dim 8] [--action-dim 2]
 
 Candidates: the NumPy forward pass (`runtime.policy.action_probability`, what the device runs
 by default), onnxruntime `InferenceSession.run` on the exported policy.onnx, and the exported
 policy.h compiled with gcc -O2 in a small timing harness. Each is timed for one observation
 per call and for a batch of 1024; the rounds interleave the candidates so that load from other
 work on the machine hits them alike. Prints the median microseconds per decision and ratios.
+
+With --head, a format-2 policy of that head (with biases and a normaliser): NumPy is then
+`runtime.policy.greedy_action` and `distribution` (the graph's two outputs), and there is no
+C candidate (the header is format 1's only).
 """
 
 from __future__ import annotations
@@ -34,8 +39,19 @@ from bench.machine import describe as machine  # noqa: E402
 from export.build import tool_version  # noqa: E402
 from export.c_header import render_header  # noqa: E402
 from export.onnx_graph import build_onnx  # noqa: E402
-from export.parity import GCC_FLAGS, parity_observations  # noqa: E402
-from runtime.policy import action_probability, init_params, make_meta, parse_policy, policy_bytes  # noqa: E402
+from export.parity import GCC_FLAGS, parity_observations, policy_observations  # noqa: E402
+from runtime.constants import ACTIVATIONS, HEAD_GAUSSIAN, HEADS  # noqa: E402
+from runtime.policy import (  # noqa: E402
+    Policy,
+    PolicySpec,
+    action_probability,
+    distribution,
+    greedy_action,
+    init_params,
+    make_meta,
+    parse_policy,
+    policy_bytes,
+)
 
 BATCH = 1024
 
@@ -92,19 +108,54 @@ def per_call_seconds(function: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def format_2_policy(args: argparse.Namespace) -> Policy:
+    """A random format-2 policy with biases and a normaliser, as --head and the sizes say."""
+    rng = np.random.default_rng(0)
+    action_dim = args.action_dim or {"bernoulli": 1, "categorical": 3}.get(args.head, 2)
+    bounds = {}
+    if args.head == HEAD_GAUSSIAN:
+        bounds = {"action_low": [-1.0] * action_dim, "action_high": [1.0] * action_dim}
+    spec = PolicySpec(args.hidden, args.obs_dim, args.activation, args.head, action_dim, **bounds)
+    params = init_params(args.hidden, rng, spec=spec, biases=True, normaliser=True)
+    params["b1"] = rng.normal(0.0, 0.5, args.hidden)
+    params["obs_std"] = rng.uniform(0.5, 2.0, args.obs_dim)
+    return parse_policy(policy_bytes(params, make_meta(spec=spec, version=1)))
+
+
+def numpy_decision(policy: Policy) -> Callable[[np.ndarray], object]:
+    """What NumPy computes for one decision: format 1's p, format 2's action and distribution
+    (the graph's outputs)."""
+    if policy.format_version == 1:
+        return partial(action_probability, policy.params)
+    spec = policy.spec
+    return lambda obs: (
+        greedy_action(policy.params, obs, spec),
+        distribution(policy.params, obs, spec),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=32, help="hidden units (trainer default 32)")
     parser.add_argument("--rounds", type=int, default=7, help="measurements per candidate")
     parser.add_argument("--calls", type=int, default=2000, help="single-observation calls a round")
+    parser.add_argument("--head", choices=HEADS, help="a format-2 policy (default: format 1)")
+    parser.add_argument("--obs-dim", type=int, default=8, help="format 2's observation size")
+    parser.add_argument("--action-dim", type=int, help="format 2's n or k (default 3 or 2)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="format 2's")
     args = parser.parse_args()
 
     import onnxruntime
 
-    params = init_params(args.hidden, np.random.default_rng(0))
-    policy = parse_policy(policy_bytes(params, make_meta(hidden=args.hidden, version=1)))
+    if args.head is None:
+        params = init_params(args.hidden, np.random.default_rng(0))
+        policy = parse_policy(policy_bytes(params, make_meta(hidden=args.hidden, version=1)))
+        obs = parity_observations()[:BATCH]
+    else:
+        policy = format_2_policy(args)
+        obs = policy_observations(policy.params, policy.spec, count=BATCH)[:BATCH]
     params = policy.params  # float32, as the device loads them
-    obs = parity_observations()[:BATCH]
+    decide = numpy_decision(policy)
     single = obs[0]
 
     options = onnxruntime.SessionOptions()
@@ -122,12 +173,8 @@ def main() -> None:
     # (name, batch label) -> (one call, calls per round, decisions per call)
     batch_calls = max(args.calls // 100, 5)
     candidates: dict[tuple[str, str], tuple[Callable[[], object], int, int]] = {
-        ("numpy forward", "1"): (partial(action_probability, params, single), args.calls, 1),
-        ("numpy forward", str(BATCH)): (
-            partial(action_probability, params, obs),
-            batch_calls,
-            BATCH,
-        ),
+        ("numpy forward", "1"): (partial(decide, single), args.calls, 1),
+        ("numpy forward", str(BATCH)): (partial(decide, obs), batch_calls, BATCH),
     }
     for name, session in sessions.items():
         run_single = partial(session.run, None, {"obs": obs[:1]})
@@ -139,7 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         harness = None
-        if gcc:
+        if gcc and policy.format_version == 1:  # no header for format 2 yet
             (work / "policy.h").write_text(render_header(policy, tool_version()))
             (work / "bench.c").write_text(HARNESS_C)
             obs.astype("<f4").tofile(work / "obs.bin")
@@ -166,7 +213,14 @@ def main() -> None:
 
     medians = {key: statistics.median(values) for key, values in samples.items()}
     numpy_single = medians[("numpy forward", "1")]
-    print(f"hidden {args.hidden}, {args.rounds} rounds, median per decision; {machine()}")
+    spec = policy.spec
+    what = f"hidden {args.hidden}"
+    if policy.format_version != 1:
+        what = (
+            f"format 2 {spec.head} {spec.activation}, obs_dim {spec.obs_dim}, {what},"
+            f" action_dim {spec.action_dim}, biases and normaliser"
+        )
+    print(f"{what}, {args.rounds} rounds, median per decision; {machine()}")
     print(
         f"{'backend':<28} {'batch':>11} {'us/decision':>12} {'vs numpy single':>16}"
         f" {'vs numpy same batch':>20}"

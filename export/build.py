@@ -26,7 +26,7 @@ import numpy as np
 from export.c_header import render_header
 from export.console import Failure, InputError, Parser, path_arg, positive_int, say
 from export.keys import load_private_key, sign_policy
-from export.onnx_graph import build_onnx
+from export.onnx_graph import build_onnx, onnx_interface
 from export.parity import ParityReport, check_parity
 from runtime.constants import (
     C_HEADER_FILE,
@@ -103,10 +103,10 @@ def export_policy(config: ExportConfig) -> ExportResult:
         source = load_policy(policy_path)
     except PolicyError as error:
         raise InputError(str(error)) from None
-    if source.format_version != FORMAT_VERSION and (config.onnx or config.c):
+    if source.format_version != FORMAT_VERSION and config.c:
         raise InputError(
             f"format {source.format_version} policies (head {source.spec.head}) cannot be"
-            " exported to ONNX/C yet"
+            " exported to C yet (--c)"
         )
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
@@ -242,12 +242,13 @@ def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) ->
     for key in sorted(set(staged.params) | set(policy.params)):  # format 2: up to 7 arrays
         if not np.array_equal(staged.params.get(key), policy.params.get(key)):
             raise Failure(f"{POLICY_FILE} read back with different {key}; no artifacts written")
-    if staged.format_version != FORMAT_VERSION:  # no ONNX or C for it yet: nothing to compare
-        return ParityReport(observations=0)
     onnx_model = (staging / ONNX_FILE).read_bytes() if ONNX_FILE in artifacts else None
     header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
+    spec = None if staged.format_version == FORMAT_VERSION else staged.spec  # None: format 1
+    if spec is not None and onnx_model is None:  # policy.npz alone: nothing to compare
+        return ParityReport(observations=0)
     try:
-        return check_parity(staged.params, onnx_model=onnx_model, header=header)
+        return check_parity(staged.params, onnx_model=onnx_model, header=header, spec=spec)
     except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as error:
         raise Failure(f"parity check could not run: {error}; no artifacts written") from None
 
@@ -255,7 +256,9 @@ def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) ->
 def make_manifest(
     source: Policy, policy: Policy, artifacts: dict[str, bytes], parity: ParityReport
 ) -> dict[str, Any]:
-    return {
+    """The manifest; format 2's also names its format and head and, with policy.onnx, the
+    graph's input and outputs (format 1's is as it always was)."""
+    manifest = {
         "tool": TOOL_NAME,
         "tool_version": tool_version(),
         "policy_version": policy.version,
@@ -268,6 +271,16 @@ def make_manifest(
         ],
         "parity": parity.as_dict(),
     }
+    if policy.format_version == FORMAT_VERSION:
+        return manifest
+    manifest.update(format_version=policy.format_version, head=policy.spec.head)
+    if ONNX_FILE in artifacts:
+        obs, outputs = onnx_interface(policy.spec)
+        manifest["onnx"] = {
+            "input": obs.as_dict(),
+            "outputs": [output.as_dict() for output in outputs],
+        }
+    return manifest
 
 
 def _make_out_dir(out_dir: Path) -> list[Path]:
@@ -369,8 +382,14 @@ def print_summary(result: ExportResult) -> None:
     for entry in result.manifest["artifacts"]:
         say(f"  {entry['file']:<12} {entry['size']:>8} bytes  sha256 {entry['sha256']}")
     say(f"  {MANIFEST_FILE}")
+    if any(path.name == ONNX_FILE for path in result.files):
+        spec = None if policy.format_version == FORMAT_VERSION else policy.spec
+        obs, outputs = onnx_interface(spec)
+        say(f"{ONNX_FILE}: {obs.describe()} -> {', '.join(out.describe() for out in outputs)}")
+    if parity.onnx_outputs is not None:
+        say_onnx_parity(parity)
     checks = []
-    if parity.onnxruntime is not None:
+    if parity.onnxruntime is not None and parity.onnx_outputs is None:
         checks.append(
             f"onnxruntime {parity.onnxruntime:.2g}, onnx.reference {parity.reference:.2g}"
         )
@@ -382,3 +401,16 @@ def print_summary(result: ExportResult) -> None:
         checks.append(f"C skipped ({parity.c_skipped})")
     if checks:
         say(f"parity, max abs error on {parity.observations} observations: {', '.join(checks)}")
+
+
+def say_onnx_parity(parity: ParityReport) -> None:
+    """Format 2's ONNX parity, a line per evaluator: each output's worst error, or on how
+    many of the observations off the decision boundary a discrete action differs."""
+    for evaluator, errors in parity.onnx_outputs.items():
+        parts = []
+        for key, value in errors.items():
+            if key == "action_mismatches":
+                parts.append(f"action differs on {value} of {parity.onnx_actions_compared}")
+            else:
+                parts.append(f"{key.removesuffix('_max_error')} max error {value:.2g}")
+        say(f"parity on {parity.observations} observations, {evaluator}: {', '.join(parts)}")

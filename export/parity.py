@@ -4,11 +4,18 @@ The reference is the NumPy forward pass in float64 on the float32 weights and ob
 The artifacts compute in float32, so they may differ by rounding only:
 ONNX (onnxruntime and onnx.reference) by at most 1e-6, the C header by at most 1e-5, and the
 C action must agree wherever the probability is not within 1e-5 of 0.5.
+
+A format-2 graph (`check_parity` with a spec) is held to `runtime.policy.distribution` and
+`greedy_action` in float64, output by output: its distribution (prob, probs or mean) and a
+gaussian action within 1e-6 (absolute, relative above magnitude 1: a mean of 1e30 rounds to
+float32 by far more than 1e-6), and a discrete action equal on every observation whose
+decision is clear by more than 1e-6 (see `decided_rows`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import subprocess
 import tempfile
@@ -17,8 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.constants import OBS_DIM
-from runtime.policy import Params, action_probability
+from runtime.constants import HEAD_BERNOULLI, HEAD_CATEGORICAL, HEAD_GAUSSIAN, KEY_OBS_MEAN, OBS_DIM
+from runtime.policy import (
+    Params,
+    PolicySpec,
+    action_probability,
+    distribution,
+    greedy_action,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,16 @@ STATE_LIMITS = np.array([4.8, 4.0, 0.42, 4.0])
 GCC_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 GCC_TIMEOUT_SECONDS = 120
 FLOAT_ACCUMULATOR = "POLICY_ACCUMULATOR=float"  # the header's variant for cores without double
+# Format 2's ONNX parity (`check_parity` with a spec)
+ONNX_ACTION_MARGIN = 1e-6  # discrete actions compared where the decision is clearer than this
+EDGE_PATTERNS = 16  # sign patterns and single axes per magnitude in the edge observations
+# multiply-adds per evaluator: a policy beyond it (obs_dim x hidden over 40,000) is checked on
+# fewer random observations, at least MIN_OBSERVATIONS, so that the check stays about a second
+PARITY_WORK = 4e8
+MIN_OBSERVATIONS = 1000
+NORMALISED_RANGE = 4.0  # most observations lie within this many obs_std of obs_mean
+WIDE_RANGE = 40.0  # the rest spread this wide: far beyond the normaliser's clip at 10
+EVALUATORS = ("onnxruntime", "onnx.reference")
 
 HARNESS_C = """\
 #include <stdio.h>
@@ -76,6 +99,10 @@ class ParityReport:
     # the header's `POLICY_ACCUMULATOR float` variant: measured and reported, not required
     c_float: float | None = None
     c_float_action_mismatches: int | None = None
+    # format 2's graph, per evaluator (EVALUATORS): output name -> its worst error
+    # ("NAME_max_error") or the discrete actions that differ ("action_mismatches")
+    onnx_outputs: dict[str, dict[str, float | int]] | None = None
+    onnx_actions_compared: int | None = None  # the observations a discrete action is held to
 
     def failures(self) -> list[str]:
         """One phrase per artifact over its tolerance; empty when all agree."""
@@ -89,9 +116,28 @@ class ParityReport:
                 problems.append(f"{name} max error {error:.3g} > {limit:g}")
         if self.c_action_mismatches:
             problems.append(f"C header picks a different action on {self.c_action_mismatches}")
+        for evaluator, errors in (self.onnx_outputs or {}).items():
+            mismatches = errors.get("action_mismatches")
+            if mismatches:
+                problems.append(
+                    f"{evaluator} picks a different action on {mismatches} of"
+                    f" {self.onnx_actions_compared} observations"
+                )
         return problems
 
     def as_dict(self) -> dict:
+        if self.onnx_outputs is not None:  # format 2: what format 1's manifest says, and more
+            return {
+                **self._as_dict_format_1(),
+                "reference": "runtime.policy.distribution and greedy_action in float64",
+                "onnx_outputs": self.onnx_outputs,
+                "onnx_error": "absolute, relative above magnitude 1",
+                "onnx_actions_compared": self.onnx_actions_compared,
+                "onnx_action_margin": ONNX_ACTION_MARGIN,
+            }
+        return self._as_dict_format_1()
+
+    def _as_dict_format_1(self) -> dict:
         return {
             "observations": self.observations,
             "reference": "runtime.policy.forward in float64",
@@ -124,14 +170,63 @@ def parity_observations(count: int = RANDOM_OBSERVATIONS, seed: int = PARITY_SEE
     return np.concatenate([in_range, wide, edge_observations()]).astype(np.float32)
 
 
-def edge_observations() -> np.ndarray:
-    """Zeros, tiny and huge magnitudes, single axes and sign patterns."""
-    rows = [np.zeros(OBS_DIM), np.full(OBS_DIM, -0.0)]
-    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * OBS_DIM)).reshape(OBS_DIM, -1).T  # 16 rows
+def edge_observations(obs_dim: int = OBS_DIM) -> np.ndarray:
+    """Zeros, tiny and huge magnitudes, single axes and sign patterns, (rows, obs_dim).
+
+    Every sign pattern and axis while there are at most EDGE_PATTERNS of each (obs_dim 4: 16
+    and 4, the rows format 1 has always used), else a fixed choice of that many.
+    """
+    rows = [np.zeros(obs_dim), np.full(obs_dim, -0.0)]
+    signs, axes = _sign_patterns(obs_dim), np.eye(obs_dim)
+    if obs_dim > EDGE_PATTERNS:
+        axes = axes[np.linspace(0, obs_dim - 1, EDGE_PATTERNS).round().astype(int)]
     for magnitude in (1e-38, 1e-6, 1.0, 1e3, 1e6, 1e12, 1e20, 1e30):
         rows += list(signs * magnitude)
-        rows += list(np.eye(OBS_DIM) * magnitude) + list(np.eye(OBS_DIM) * -magnitude)
+        rows += list(axes * magnitude) + list(axes * -magnitude)
     return np.array(rows)
+
+
+def _sign_patterns(obs_dim: int) -> np.ndarray:
+    """Every row of +-1 (2**obs_dim) while that is at most EDGE_PATTERNS, else all +1, all -1
+    and fixed random patterns, EDGE_PATTERNS rows in all."""
+    if 2**obs_dim <= EDGE_PATTERNS:
+        return np.array(np.meshgrid(*[[-1.0, 1.0]] * obs_dim)).reshape(obs_dim, -1).T
+    rng = np.random.default_rng(PARITY_SEED)
+    random = rng.choice([-1.0, 1.0], (EDGE_PATTERNS - 2, obs_dim))
+    return np.concatenate([np.ones((1, obs_dim)), -np.ones((1, obs_dim)), random])
+
+
+def policy_observations(
+    params: Params, spec: PolicySpec, count: int | None = None, seed: int = PARITY_SEED
+) -> np.ndarray:
+    """Fixed float32 observations (N, obs_dim) for a format-2 policy, whose environment's
+    ranges the export does not know: around the normaliser's obs_mean in units of obs_std
+    (or around 0 in units of 1 without one), 80% within NORMALISED_RANGE, 20% spread
+    WIDE_RANGE wide (most beyond the clip at 10); the edge observations; and with a
+    normaliser, rows just inside and outside its clip and at its mean. `count` random rows
+    (None: RANDOM_OBSERVATIONS, fewer for a large policy, see PARITY_WORK).
+    """
+    obs_dim = spec.obs_dim
+    count = parity_count(spec) if count is None else count
+    has_normaliser = KEY_OBS_MEAN in params
+    centre = np.asarray(params[KEY_OBS_MEAN], np.float64) if has_normaliser else np.zeros(obs_dim)
+    scale = np.asarray(params["obs_std"], np.float64) if has_normaliser else np.ones(obs_dim)
+    rng = np.random.default_rng(seed)
+    near = rng.uniform(-NORMALISED_RANGE, NORMALISED_RANGE, (count * 8 // 10, obs_dim))
+    wide = rng.standard_normal((count - len(near), obs_dim)) * WIDE_RANGE
+    rows = [centre + scale * near, centre + scale * wide, edge_observations(obs_dim)]
+    if has_normaliser:  # normalised 0, and +-10 (the clip) by 0.1% on either side
+        signs = _sign_patterns(obs_dim)
+        rows += [centre + scale * signs * size for size in (0.0, 9.99, 10.01)]
+    finite = np.finfo(np.float32).max  # a huge obs_std could take a row beyond float32
+    return np.clip(np.concatenate(rows), -finite, finite).astype(np.float32)
+
+
+def parity_count(spec: PolicySpec) -> int:
+    """Random observations for a format-2 policy: RANDOM_OBSERVATIONS, or as many as
+    PARITY_WORK allows for a large one, at least MIN_OBSERVATIONS."""
+    work = (spec.obs_dim + spec.action_dim) * spec.hidden  # multiply-adds per observation
+    return int(max(MIN_OBSERVATIONS, min(RANDOM_OBSERVATIONS, PARITY_WORK // work)))
 
 
 def reference_probabilities(params: Params, obs: np.ndarray) -> np.ndarray:
@@ -164,6 +259,127 @@ def onnx_reference_probabilities(model: bytes, obs: np.ndarray) -> np.ndarray:
     evaluator = ReferenceEvaluator(onnx.load_from_string(model))
     with np.errstate(all="ignore"):  # its sigmoid evaluates exp(x) on both sides of 0
         return evaluator.run(None, {"obs": np.asarray(obs, dtype=np.float32)})[0][:, 0]
+
+
+def reference_outputs(params: Params, spec: PolicySpec, obs: np.ndarray) -> dict[str, np.ndarray]:
+    """A format-2 graph's outputs as the float64 NumPy functions compute them: `action`
+    (greedy_action) and the distribution (a bernoulli p as a column (N, 1), as the graph's)."""
+    from export.onnx_graph import ACTION_NAME, DISTRIBUTIONS
+
+    params64 = {name: np.asarray(array, dtype=np.float64) for name, array in params.items()}
+    obs64 = np.asarray(obs, dtype=np.float64)
+    dist = distribution(params64, obs64, spec)
+    if spec.head == HEAD_BERNOULLI:
+        dist = dist[:, None]
+    return {ACTION_NAME: greedy_action(params64, obs64, spec), DISTRIBUTIONS[spec.head]: dist}
+
+
+def onnxruntime_outputs(
+    model: bytes, obs: np.ndarray, batch: int | None = None
+) -> dict[str, np.ndarray]:
+    """Every output of the graph from onnxruntime, by name, `batch` rows per run (None: all)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # deterministic and polite on a shared machine
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    step = batch or max(len(obs), 1)
+    runs = [session.run(names, {"obs": obs[i : i + step]}) for i in range(0, len(obs), step)]
+    return {name: np.concatenate([run[index] for run in runs]) for index, name in enumerate(names)}
+
+
+def onnx_reference_outputs(model: bytes, obs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the graph from onnx.reference.ReferenceEvaluator, by name."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    graph = onnx.load_from_string(model)
+    names = [output.name for output in graph.graph.output]
+    with np.errstate(all="ignore"):  # its sigmoid evaluates exp(x) on both sides of 0
+        results = ReferenceEvaluator(graph).run(names, {"obs": np.asarray(obs, dtype=np.float32)})
+    return dict(zip(names, results, strict=True))
+
+
+def decided_rows(truth: dict[str, np.ndarray], spec: PolicySpec) -> np.ndarray:
+    """The observations (bool, N) whose discrete action is clear: bernoulli p further than
+    ONNX_ACTION_MARGIN from 0.5, categorical the two largest probabilities further apart.
+
+    Nearer the boundary the graph may rightly decide otherwise: it computes the same sums in
+    another order (and onnx.reference its sigmoid another way), so a p of 0.5 + 1e-17 in
+    NumPy can be 0.5 there (and its action 0). The margin is far above that rounding (~1e-16,
+    the graph computes in double) and at the ONNX tolerance: an action is only held to
+    equality where the distribution, which is within 1e-6, decides it.
+    """
+    from export.onnx_graph import DISTRIBUTIONS
+
+    dist = truth[DISTRIBUTIONS[spec.head]]
+    if spec.head == HEAD_BERNOULLI:
+        return np.abs(dist[:, 0] - 0.5) > ONNX_ACTION_MARGIN
+    if spec.head == HEAD_CATEGORICAL:
+        top_two = np.sort(dist, axis=1)[:, -2:]
+        return top_two[:, 1] - top_two[:, 0] > ONNX_ACTION_MARGIN
+    return np.ones(len(dist), dtype=bool)
+
+
+def output_errors(
+    got: dict[str, np.ndarray], truth: dict[str, np.ndarray], spec: PolicySpec, decided: np.ndarray
+) -> dict[str, float | int]:
+    """Each output's worst error against the reference ("NAME_max_error", absolute and relative
+    above magnitude 1, NaN if any value is NaN) or, for a discrete action, the decided rows
+    where it differs ("action_mismatches"). A missing output or a wrong shape or dtype is a
+    ValueError: the graph is not the one documented."""
+    errors: dict[str, float | int] = {}
+    for name, expected in truth.items():
+        value = got.get(name)
+        if value is None or value.shape != expected.shape:
+            shape = None if value is None else value.shape
+            raise ValueError(
+                f"the graph's output {name} has shape {shape}, expected {expected.shape}"
+            )
+        discrete = name == "action" and spec.head != HEAD_GAUSSIAN
+        if discrete:
+            if value.dtype != np.int64:
+                raise ValueError(f"the graph's output action is {value.dtype}, expected int64")
+            errors["action_mismatches"] = int(np.sum(value[decided] != expected[decided]))
+        else:
+            errors[f"{name}_max_error"] = _scaled_error(value, expected)
+    return errors
+
+
+def _scaled_error(got: np.ndarray, truth: np.ndarray) -> float:
+    error = np.abs(np.asarray(got, dtype=np.float64) - truth) / np.maximum(1.0, np.abs(truth))
+    return float("nan") if np.any(np.isnan(error)) else float(np.max(error, initial=0.0))
+
+
+def onnx_parity_fields(
+    params: Params, spec: PolicySpec, onnx_model: bytes, obs: np.ndarray
+) -> dict:
+    """ParityReport's fields for a format-2 graph: the per-output errors of onnxruntime and
+    onnx.reference, and in `onnxruntime` and `reference` each one's worst float error."""
+    truth = reference_outputs(params, spec, obs)
+    decided = decided_rows(truth, spec)
+    outputs = {
+        "onnxruntime": output_errors(onnxruntime_outputs(onnx_model, obs), truth, spec, decided),
+        "onnx.reference": output_errors(
+            onnx_reference_outputs(onnx_model, obs), truth, spec, decided
+        ),
+    }
+    worst = {
+        evaluator: max(
+            (e for key, e in errors.items() if key.endswith("_max_error")),
+            key=lambda e: math.inf if math.isnan(e) else e,
+        )
+        for evaluator, errors in outputs.items()
+    }
+    return {
+        "onnxruntime": worst["onnxruntime"],
+        "reference": worst["onnx.reference"],
+        "onnx_outputs": outputs,
+        "onnx_actions_compared": int(np.sum(decided)),
+    }
 
 
 def gcc_path() -> str | None:
@@ -215,8 +431,18 @@ def check_parity(
     header: str | None = None,
     obs: np.ndarray | None = None,
     gcc: str | None = "auto",
+    spec: PolicySpec | None = None,
 ) -> ParityReport:
-    """Measure each given artifact against the reference; `gcc=None` skips the C check."""
+    """Measure each given artifact against the reference; `gcc=None` skips the C check.
+
+    `spec` None is format 1; with a spec (format 2) only the ONNX graph is checked so far,
+    on `policy_observations` unless `obs` is given.
+    """
+    if spec is not None:
+        obs = policy_observations(params, spec) if obs is None else obs
+        if onnx_model is None:
+            return ParityReport(observations=len(obs))
+        return ParityReport(len(obs), **onnx_parity_fields(params, spec, onnx_model, obs))
     obs = parity_observations() if obs is None else obs
     truth = reference_probabilities(params, obs)
     fields: dict = {"observations": len(obs)}

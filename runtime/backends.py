@@ -30,6 +30,7 @@ from runtime.constants import (
     KEY_W1,
     KEY_W2,
     ONNX_FILE,
+    ONNX_PROB_OUTPUT,
 )
 from runtime.policy import Params, Policy, action_probability
 from runtime.slot import ActivePolicy
@@ -121,7 +122,9 @@ class OnnxDecision:
             raise BackendError(f"{onnx_path}: onnxruntime cannot load it: {first_line}") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        self.output_names = [self.session.get_outputs()[0].name]
+        names = [output.name for output in self.session.get_outputs()]
+        # the exporter's format-2 graph has `action` first and p(action 1) as `prob`
+        self.output_names = [ONNX_PROB_OUTPUT if ONNX_PROB_OUTPUT in names else names[0]]
         obs_dim = policy.params[KEY_W1].shape[1]
         rank = len(model_input.shape or [None, obs_dim])
         self.buffer = np.zeros((1, obs_dim) if rank == 2 else (obs_dim,), dtype=F32)

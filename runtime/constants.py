@@ -75,6 +75,9 @@ SIGNATURE_DOMAIN_V2 = b"reinforce-edge/policy-signature/v2\x00"  # format 2: nev
 SIGNATURE_BYTES = 64  # Ed25519
 POLICY_FILE = "policy.npz"
 ONNX_FILE = "policy.onnx"
+ONNX_PROB_OUTPUT = (
+    "prob"  # p(action 1) in policy.onnx: format 1's one output, format 2's after action
+)
 C_HEADER_FILE = "policy.h"
 MANIFEST_FILE = "manifest.json"
 

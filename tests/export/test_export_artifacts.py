@@ -26,7 +26,7 @@ from export.parity import (
     parity_observations,
     reference_probabilities,
 )
-from runtime.policy import load_policy
+from runtime.policy import load_policy, parse_policy, policy_bytes
 from tests.export.conftest import needs_gcc
 
 
@@ -188,3 +188,18 @@ def test_the_float32_comparison_graph_is_valid_too(run_dir: Path) -> None:
     assert np.max(np.abs(probs - truth)) <= 1e-5  # float32 rounding: close, not 1e-6
     with pytest.raises(ValueError, match="compute"):
         build_onnx(policy, "test", compute="half")
+
+
+def test_the_format_1_graph_bytes_are_pinned() -> None:
+    """Format 2's graphs came with a rewrite of build_onnx; format 1's bytes must not move.
+    The sha256 values were computed with the builder before format 2 (commit 988ede1)."""
+    from tests.runtime.test_policy_format1_pin import fixed_policy
+
+    params, meta = fixed_policy()
+    policy = parse_policy(policy_bytes(params, meta))
+    for compute, size, digest in (
+        ("double", 1400, "b748c404524518f96c81195e09c6c1dafef933909d345aab5b6bebff7052dc5f"),
+        ("float", 1128, "68e1badf4ca7d63438426c9e3d18f37ce5347c49cd73d73270fb3ce5719ff106"),
+    ):
+        model = build_onnx(policy, "pin", compute)
+        assert (len(model), hashlib.sha256(model).hexdigest()) == (size, digest), compute

@@ -10,7 +10,14 @@ import pytest
 
 from runtime.backends import BackendError, fused_decision, make_active, naive_decision
 from runtime.cli import main
-from runtime.policy import init_params, load_policy, make_meta, parse_policy, policy_bytes
+from runtime.policy import (
+    PolicySpec,
+    init_params,
+    load_policy,
+    make_meta,
+    parse_policy,
+    policy_bytes,
+)
 
 
 @pytest.mark.parametrize("hidden", [1, 2, 64, 128, 200])
@@ -148,3 +155,21 @@ def test_onnxruntime_with_a_corrupt_model_file(policy_path: Path, capsys) -> Non
     assert main(args, environ={}) == 2
     err = capsys.readouterr().err
     assert "onnxruntime cannot load it" in err and len(err.splitlines()) == 1
+
+
+def test_onnxruntime_backend_runs_a_format_2_bernoulli_graph(tmp_path: Path) -> None:
+    """Format 2's graph has `action` first; the backend reads p(action 1) by its name."""
+    pytest.importorskip("onnxruntime")
+    from export.onnx_graph import build_onnx
+
+    spec = PolicySpec(hidden=8, obs_dim=4)
+    params = init_params(8, np.random.default_rng(4), spec=spec)
+    data = policy_bytes(params, make_meta(spec=spec, version=3))
+    (tmp_path / "policy.npz").write_bytes(data)
+    (tmp_path / "policy.onnx").write_bytes(build_onnx(parse_policy(data), "test"))
+    policy = load_policy(tmp_path / "policy.npz")
+    active = make_active(policy, "onnxruntime", tmp_path / "policy.npz")
+    for obs in np.random.default_rng(5).standard_normal((50, 4)).astype(np.float32):
+        assert active.probability(obs) == pytest.approx(
+            fused_decision(policy.params)(obs), abs=1e-6
+        )
