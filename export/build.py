@@ -103,10 +103,10 @@ def export_policy(config: ExportConfig) -> ExportResult:
         source = load_policy(policy_path)
     except PolicyError as error:
         raise InputError(str(error)) from None
-    if source.format_version != FORMAT_VERSION and (config.onnx or config.c):
+    if source.format_version != FORMAT_VERSION and config.onnx:
         raise InputError(
             f"format {source.format_version} policies (head {source.spec.head}) cannot be"
-            " exported to ONNX/C yet"
+            " exported to ONNX yet"
         )
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
@@ -242,12 +242,13 @@ def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) ->
     for key in sorted(set(staged.params) | set(policy.params)):  # format 2: up to 7 arrays
         if not np.array_equal(staged.params.get(key), policy.params.get(key)):
             raise Failure(f"{POLICY_FILE} read back with different {key}; no artifacts written")
-    if staged.format_version != FORMAT_VERSION:  # no ONNX or C for it yet: nothing to compare
+    spec = None if staged.format_version == FORMAT_VERSION else staged.spec
+    if spec is not None and C_HEADER_FILE not in artifacts:  # no ONNX for it yet
         return ParityReport(observations=0)
     onnx_model = (staging / ONNX_FILE).read_bytes() if ONNX_FILE in artifacts else None
     header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
     try:
-        return check_parity(staged.params, onnx_model=onnx_model, header=header)
+        return check_parity(staged.params, onnx_model=onnx_model, header=header, spec=spec)
     except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as error:
         raise Failure(f"parity check could not run: {error}; no artifacts written") from None
 
@@ -374,7 +375,12 @@ def print_summary(result: ExportResult) -> None:
         checks.append(
             f"onnxruntime {parity.onnxruntime:.2g}, onnx.reference {parity.reference:.2g}"
         )
-    if parity.c is not None:
+    if parity.c is not None and parity.c_accumulator is not None:  # format 2: scaled error
+        checks.append(
+            f"C ({parity.c_accumulator} sums) {parity.c:.2g} of 1 + sum |terms|"
+            f" ({parity.c_action_mismatches} action mismatches)"
+        )
+    elif parity.c is not None:
         checks.append(f"C {parity.c:.2g} ({parity.c_action_mismatches} action mismatches)")
         if parity.c_float is not None:
             checks.append(f"C float accumulator {parity.c_float:.2g}")
