@@ -16,6 +16,7 @@ import pytest
 from export import build
 from export.c_header import c_float, render_header
 from export.console import Failure
+from export.parity import parity_observations
 from runtime.policy import (
     Policy,
     PolicySpec,
@@ -247,3 +248,11 @@ def test_a_header_that_computes_something_else_fails_the_export(
     with pytest.raises(Failure, match="C header picks a different action on [0-9]+"):
         build.main([str(run), "--c"])
     assert not (run / "dist" / "policy.h").exists()
+
+
+def test_parity_observations_have_the_policys_obs_dim() -> None:
+    for obs_dim in (1, 4, 9, 16):
+        obs = parity_observations(obs_dim=obs_dim)
+        assert obs.dtype == np.float32 and obs.shape[1] == obs_dim and len(obs) > 10_000
+        np.testing.assert_array_equal(obs, parity_observations(obs_dim=obs_dim))
+    assert len(parity_observations()) == 10_194  # format 1's set, as ever
