@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import build
+from export import build, parity
 from export.c_header import c_float, render_header
 from export.console import Failure
-from export.parity import parity_observations
 from runtime.policy import (
     Policy,
     PolicySpec,
@@ -222,10 +221,10 @@ def test_export_c_writes_a_checked_format_2_header(head: str, tmp_path: Path, ca
     assert build.main([str(run), "--c", "--version", "12"]) == 0
     header = (run / "dist" / "policy.h").read_text(encoding="ascii")
     assert '#define POLICY_VERSION "12"' in header
-    parity = json.loads((run / "dist" / "manifest.json").read_text())["parity"]
-    assert parity["c_accumulator"] == "float" and parity["c_action_mismatches"] == 0
-    assert 0 <= parity["c_max_scaled_error"] <= parity["c_tolerance"] < 1e-4
-    assert parity["observations"] > 10_000
+    checked = json.loads((run / "dist" / "manifest.json").read_text())["parity"]
+    assert checked["c_accumulator"] == "float" and checked["c_action_mismatches"] == 0
+    assert 0 <= checked["c_max_scaled_error"] <= checked["c_tolerance"] < 1e-4
+    assert checked["observations"] > 10_000
     assert "C (float sums)" in capsys.readouterr().out
     again = format_2_run(tmp_path / "again", random_policy(head, "relu", True, True, seed=8))
     assert build.main([str(again), "--c", "--version", "12"]) == 0
@@ -252,7 +251,19 @@ def test_a_header_that_computes_something_else_fails_the_export(
 
 def test_parity_observations_have_the_policys_obs_dim() -> None:
     for obs_dim in (1, 4, 9, 16):
-        obs = parity_observations(obs_dim=obs_dim)
+        obs = parity.parity_observations(obs_dim=obs_dim)
         assert obs.dtype == np.float32 and obs.shape[1] == obs_dim and len(obs) > 10_000
-        np.testing.assert_array_equal(obs, parity_observations(obs_dim=obs_dim))
-    assert len(parity_observations()) == 10_194  # format 1's set, as ever
+        np.testing.assert_array_equal(obs, parity.parity_observations(obs_dim=obs_dim))
+    assert len(parity.parity_observations()) == 10_194  # format 1's set, as ever
+
+
+def test_without_gcc_a_format_2_header_is_written_and_the_check_skipped(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(parity, "gcc_path", lambda: None)
+    run = format_2_run(tmp_path / "run", random_policy("gaussian", "tanh", True, True, seed=10))
+    assert build.main([str(run), "--c"]) == 0
+    manifest = json.loads((run / "dist" / "manifest.json").read_text())["parity"]
+    assert manifest["c_skipped"] == "gcc not found" and manifest["c_accumulator"] == "float"
+    assert manifest["c_max_scaled_error"] is None
+    assert (run / "dist" / "policy.h").is_file()
