@@ -1,9 +1,9 @@
-"""Per-decision latency of the policy's backends, side by side in one run.
+"""Per-decision latency of the policy's backends side by side, and policy.h's size on Cortex-M.
 
-    .venv/bin/python bench/export.py [--hidden 32] [--rounds 7]
-    .venv/bin/python bench/export.py --head gaussian [--obs-dim 8] [--action-dim 2]
+    .venv/bin/python bench/export.py [--hidden 32] [--rounds 7] [--only latency|cortex-m]
+    .venv/bin/python bench/export.py --only latency --head gaussian [--obs-dim 8] [--action-dim 2]
 
-Candidates: the NumPy forward pass (`runtime.policy.action_probability`, what the device runs
+Latency: the NumPy forward pass (`runtime.policy.action_probability`, what the device runs
 by default), onnxruntime `InferenceSession.run` on the exported policy.onnx, and the exported
 policy.h compiled with gcc -O2 in a small timing harness. Each is timed for one observation
 per call and for a batch of 1024; the rounds interleave the candidates so that load from other
@@ -11,7 +11,13 @@ work on the machine hits them alike. Prints the median microseconds per decision
 
 With --head, a format-2 policy of that head (with biases and a normaliser): NumPy is then
 `runtime.policy.greedy_action` and `distribution` (the graph's two outputs), and there is no
-C candidate (the header is format 1's only).
+C candidate (the latency harness is format 1's).
+
+Cortex-M: policy.h for a few heads and sizes, cross-compiled with arm-none-eabi-gcc -Os for a
+Cortex-M4F (hard float, single-precision FPU) and a Cortex-M0+ (no FPU) as a whole program
+(newlib-nano, a tiny main calling policy_action on a volatile observation, unused sections
+dropped) and as the object alone; prints flash and RAM from arm-none-eabi-size. Skipped with
+a note when arm-none-eabi-gcc is not installed.
 """
 
 from __future__ import annotations
@@ -134,7 +140,159 @@ def numpy_decision(policy: Policy) -> Callable[[np.ndarray], object]:
     )
 
 
-def main() -> None:
+CORTEX_M_TARGETS = {
+    "Cortex-M4F": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+    "Cortex-M0+": ("-mcpu=cortex-m0plus", "-mthumb"),
+}
+ARM_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Os")
+# a whole program as embedded projects link one: newlib-nano, no OS, unused sections dropped
+ARM_LINK_FLAGS = (
+    "--specs=nano.specs",
+    "--specs=nosys.specs",
+    "-ffunction-sections",
+    "-fdata-sections",
+    "-Wl,--gc-sections",
+)
+FLOAT_SUMS = "POLICY_ACCUMULATOR=float"
+SIZE_CASES = [  # (label, spec (None: format 1, 4 -> 32 -> 1), macros)
+    ("4->32->1 bernoulli, format 1 (double sums)", None, ()),
+    ("4->32->1 bernoulli, format 1, float sums", None, (FLOAT_SUMS,)),
+    ("4->32->2 categorical", PolicySpec(hidden=32, head="categorical", action_dim=2), ()),
+    (
+        "4->32->2 categorical, tanh",
+        PolicySpec(hidden=32, head="categorical", action_dim=2, activation="tanh"),
+        (),
+    ),
+    (
+        "3->32->1 gaussian",
+        PolicySpec(hidden=32, obs_dim=3, head="gaussian", action_low=(-2.0,), action_high=(2.0,)),
+        (),
+    ),
+    (
+        "8->64->4 categorical",
+        PolicySpec(hidden=64, obs_dim=8, head="categorical", action_dim=4),
+        (),
+    ),
+]
+
+SIZE_MAIN_C = """\
+#include "policy.h"
+
+volatile float policy_observation[POLICY_OBS_DIM];
+#ifdef POLICY_HEAD_GAUSSIAN
+volatile float policy_result[POLICY_ACTION_DIM];
+#else
+volatile int policy_result;
+#endif
+
+int main(void)
+{
+    float obs[POLICY_OBS_DIM];
+    int j;
+    for (j = 0; j < POLICY_OBS_DIM; ++j) {
+        obs[j] = policy_observation[j];
+    }
+#ifdef POLICY_HEAD_GAUSSIAN
+    {
+        float action[POLICY_ACTION_DIM];
+        policy_action(obs, action);
+        for (j = 0; j < POLICY_ACTION_DIM; ++j) {
+            policy_result[j] = action[j];
+        }
+    }
+#else
+    policy_result = policy_action(obs);
+#endif
+    return 0;
+}
+"""
+
+
+def size_policy(spec: PolicySpec | None, seed: int = 0) -> Policy:
+    """A policy to measure: format 1 (spec None), or format 2 with biases and a normaliser,
+    every value random (zeros would let the compiler fold them away)."""
+    rng = np.random.default_rng(seed)
+    if spec is None:
+        return parse_policy(policy_bytes(init_params(32, rng), make_meta(hidden=32, version=1)))
+    params = init_params(spec.hidden, rng, spec=spec, biases=True, normaliser=True)
+    for name in ("b1", "b2", "obs_mean"):
+        params[name] = rng.standard_normal(params[name].shape)
+    params["obs_std"] = np.exp(rng.standard_normal(spec.obs_dim))
+    return parse_policy(policy_bytes(params, make_meta(spec=spec, version=1)))
+
+
+def arm_size(size_tool: str, path: Path) -> tuple[int, int, int]:
+    """(text, data, bss) in bytes, as arm-none-eabi-size prints them (text holds .rodata)."""
+    result = subprocess.run([size_tool, str(path)], capture_output=True, text=True, check=True)
+    text, data, bss = (int(value) for value in result.stdout.splitlines()[-1].split()[:3])
+    return text, data, bss
+
+
+def cortex_m_sizes(work: Path, cases: list = SIZE_CASES, gcc: str | None = None) -> list[dict]:
+    """One row per case and target: the whole program's text, data and bss, and the text of
+    the object alone (main and the inlined policy with its weights). [] without the compiler."""
+    gcc = gcc or shutil.which("arm-none-eabi-gcc")
+    size_tool = shutil.which("arm-none-eabi-size")
+    if gcc is None or size_tool is None:
+        return []
+    rows = []
+    for index, (label, spec, macros) in enumerate(cases):
+        case = work / f"case{index}"
+        case.mkdir()
+        (case / "policy.h").write_text(render_header(size_policy(spec), tool_version()))
+        (case / "main.c").write_text(SIZE_MAIN_C)
+        defines = [f"-D{macro}" for macro in macros]
+        for target, cpu in CORTEX_M_TARGETS.items():
+            elf, obj = case / f"{target}.elf", case / f"{target}.o"
+            common = [gcc, *ARM_FLAGS, *cpu, *defines]
+            subprocess.run(
+                [*common, *ARM_LINK_FLAGS, "main.c", "-o", str(elf), "-lm"], cwd=case, check=True
+            )
+            subprocess.run([*common, "-c", "main.c", "-o", str(obj)], cwd=case, check=True)
+            text, data, bss = arm_size(size_tool, elf)
+            rows.append(
+                {
+                    "policy": label,
+                    "target": target,
+                    "text": text,
+                    "data": data,
+                    "bss": bss,
+                    "object_text": arm_size(size_tool, obj)[0],
+                }
+            )
+    return rows
+
+
+def arm_gcc_version(gcc: str) -> str:
+    result = subprocess.run([gcc, "--version"], capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()[0]
+
+
+def bench_cortex_m() -> None:
+    gcc = shutil.which("arm-none-eabi-gcc")
+    print("== policy.h on Cortex-M (arm-none-eabi-gcc -Os, newlib-nano)")
+    if gcc is None or shutil.which("arm-none-eabi-size") is None:
+        print(
+            "skipped: arm-none-eabi-gcc (and arm-none-eabi-size) not found; on Debian:"
+            " apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi"
+        )
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = cortex_m_sizes(Path(tmp), gcc=gcc)
+    print(f"{arm_gcc_version(gcc)}; whole program and object alone, bytes")
+    print(
+        f"{'policy':<44} {'target':<11} {'text':>6} {'data':>5} {'bss':>5}"
+        f" {'flash':>6} {'RAM':>5} {'object text':>12}"
+    )
+    for row in rows:
+        flash, ram = row["text"] + row["data"], row["data"] + row["bss"]
+        print(
+            f"{row['policy']:<44} {row['target']:<11} {row['text']:>6} {row['data']:>5}"
+            f" {row['bss']:>5} {flash:>6} {ram:>5} {row['object_text']:>12}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=32, help="hidden units (trainer default 32)")
     parser.add_argument("--rounds", type=int, default=7, help="measurements per candidate")
@@ -143,8 +301,18 @@ def main() -> None:
     parser.add_argument("--obs-dim", type=int, default=8, help="format 2's observation size")
     parser.add_argument("--action-dim", type=int, help="format 2's n or k (default 3 or 2)")
     parser.add_argument("--activation", choices=ACTIVATIONS, default="tanh", help="format 2's")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--only", choices=("latency", "cortex-m"), help="run one section (default: both)"
+    )
+    args = parser.parse_args(argv)
+    if args.only in (None, "latency"):
+        bench_latency(args)
+    if args.only in (None, "cortex-m"):
+        bench_cortex_m()
+    return 0
 
+
+def bench_latency(args: argparse.Namespace) -> None:
     import onnxruntime
 
     if args.head is None:
@@ -234,4 +402,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -103,11 +103,6 @@ def export_policy(config: ExportConfig) -> ExportResult:
         source = load_policy(policy_path)
     except PolicyError as error:
         raise InputError(str(error)) from None
-    if source.format_version != FORMAT_VERSION and config.c:
-        raise InputError(
-            f"format {source.format_version} policies (head {source.spec.head}) cannot be"
-            " exported to C yet (--c)"
-        )
     private_key = load_private_key(config.sign_key) if config.sign_key is not None else None
     policy = exported_policy(source, config.version, private_key)
     artifacts = render_artifacts(policy, config.onnx, config.c, source.sha256)
@@ -245,7 +240,7 @@ def staged_parity(staging: Path, policy: Policy, artifacts: dict[str, bytes]) ->
     onnx_model = (staging / ONNX_FILE).read_bytes() if ONNX_FILE in artifacts else None
     header = (staging / C_HEADER_FILE).read_text() if C_HEADER_FILE in artifacts else None
     spec = None if staged.format_version == FORMAT_VERSION else staged.spec  # None: format 1
-    if spec is not None and onnx_model is None:  # policy.npz alone: nothing to compare
+    if spec is not None and onnx_model is None and header is None:  # policy.npz alone
         return ParityReport(observations=0)
     try:
         return check_parity(staged.params, onnx_model=onnx_model, header=header, spec=spec)
@@ -393,7 +388,12 @@ def print_summary(result: ExportResult) -> None:
         checks.append(
             f"onnxruntime {parity.onnxruntime:.2g}, onnx.reference {parity.reference:.2g}"
         )
-    if parity.c is not None:
+    if parity.c is not None and parity.c_accumulator is not None:  # format 2: scaled error
+        checks.append(
+            f"C ({parity.c_accumulator} sums) {parity.c:.2g} of 1 + sum |terms|"
+            f" ({parity.c_action_mismatches} action mismatches)"
+        )
+    elif parity.c is not None:
         checks.append(f"C {parity.c:.2g} ({parity.c_action_mismatches} action mismatches)")
         if parity.c_float is not None:
             checks.append(f"C float accumulator {parity.c_float:.2g}")

@@ -10,6 +10,12 @@ A format-2 graph (`check_parity` with a spec) is held to `runtime.policy.distrib
 gaussian action within 1e-6 (absolute, relative above magnitude 1: a mean of 1e30 rounds to
 float32 by far more than 1e-6), and a discrete action equal on every observation whose
 decision is clear by more than 1e-6 (see `decided_rows`).
+
+A format-2 header sums in float (its default): each of its outputs (the distribution and the
+action) is held to float rounding of the sums instead, `c_tolerance_v2(spec)` times
+1 + the sum of the magnitudes of every term (`term_magnitudes`), the textbook bound on the
+rounding error of a dot product; the actions must agree wherever the reference's decision is
+not within that bound.
 """
 
 from __future__ import annotations
@@ -21,16 +27,29 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from runtime.constants import HEAD_BERNOULLI, HEAD_CATEGORICAL, HEAD_GAUSSIAN, KEY_OBS_MEAN, OBS_DIM
+from runtime.constants import (
+    HEAD_BERNOULLI,
+    HEAD_CATEGORICAL,
+    HEAD_GAUSSIAN,
+    KEY_B1,
+    KEY_B2,
+    KEY_OBS_MEAN,
+    KEY_W1,
+    KEY_W2,
+    OBS_DIM,
+)
 from runtime.policy import (
     Params,
     PolicySpec,
     action_probability,
     distribution,
+    forward_pass,
     greedy_action,
+    normalise,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +62,10 @@ RANDOM_OBSERVATIONS = 10_000
 # CartPole-v1 state ranges: the termination bounds for position (m) and angle (rad), and the
 # range velocities actually reach (m/s, rad/s); observations go somewhat beyond each.
 STATE_LIMITS = np.array([4.8, 4.0, 0.42, 4.0])
+# Any other observation size has no known ranges: +-10 (a normaliser's clip, in raw units for
+# a policy without one), and the same ten times wider, edge cases and huge magnitudes beside.
+OTHER_LIMIT = 10.0
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24  # u: a float32 operation's relative rounding error is <= u
 GCC_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
 GCC_TIMEOUT_SECONDS = 120
 FLOAT_ACCUMULATOR = "POLICY_ACCUMULATOR=float"  # the header's variant for cores without double
@@ -86,6 +109,40 @@ int main(int argc, char **argv)
 """
 
 
+HARNESS_V2_C = """\
+#include <stdio.h>
+#include "policy.h"
+
+/* obs.bin: float32 rows of POLICY_OBS_DIM -> out.bin, per row: the distribution (float32 x
+ * POLICY_ACTION_DIM: p, the probabilities or the mean), then the action (int32, or float32 x
+ * POLICY_ACTION_DIM for a gaussian head) */
+int main(int argc, char **argv)
+{
+    FILE *in, *out;
+    float obs[POLICY_OBS_DIM];
+    float dist[POLICY_ACTION_DIM];
+    ACTION_DECLARATION;
+    if (argc != 3) {
+        return 2;
+    }
+    in = fopen(argv[1], "rb");
+    out = fopen(argv[2], "wb");
+    if (in == NULL || out == NULL) {
+        return 2;
+    }
+    while (fread(obs, sizeof(float), POLICY_OBS_DIM, in) == POLICY_OBS_DIM) {
+        DISTRIBUTION_CALL;
+        ACTION_CALL;
+        if (fwrite(dist, sizeof dist[0], POLICY_ACTION_DIM, out) != POLICY_ACTION_DIM
+            || fwrite(action, sizeof action[0], ACTION_SIZE, out) != ACTION_SIZE) {
+            return 1;
+        }
+    }
+    return fclose(out) == 0 && fclose(in) == 0 ? 0 : 1;
+}
+"""
+
+
 @dataclass(frozen=True)
 class ParityReport:
     """Max absolute errors against the float64 NumPy forward pass (None: not measured)."""
@@ -103,6 +160,10 @@ class ParityReport:
     # ("NAME_max_error") or the discrete actions that differ ("action_mismatches")
     onnx_outputs: dict[str, dict[str, float | int]] | None = None
     onnx_actions_compared: int | None = None  # the observations a discrete action is held to
+    # format 2: `c` is the error over 1 + the sum of |terms| (c_tolerance_v2), of the default
+    # float sums the header ships with
+    c_tolerance: float = C_TOLERANCE
+    c_accumulator: str | None = None
 
     def failures(self) -> list[str]:
         """One phrase per artifact over its tolerance; empty when all agree."""
@@ -110,7 +171,7 @@ class ParityReport:
         for name, error, limit in (
             ("onnxruntime", self.onnxruntime, ONNX_TOLERANCE),
             ("onnx.reference", self.reference, ONNX_TOLERANCE),
-            ("C header", self.c, C_TOLERANCE),
+            ("C header", self.c, self.c_tolerance),
         ):
             if error is not None and not error <= limit:  # `not <=` also catches NaN
                 problems.append(f"{name} max error {error:.3g} > {limit:g}")
@@ -126,16 +187,31 @@ class ParityReport:
         return problems
 
     def as_dict(self) -> dict:
-        if self.onnx_outputs is not None:  # format 2: what format 1's manifest says, and more
-            return {
-                **self._as_dict_format_1(),
-                "reference": "runtime.policy.distribution and greedy_action in float64",
-                "onnx_outputs": self.onnx_outputs,
-                "onnx_error": "absolute, relative above magnitude 1",
-                "onnx_actions_compared": self.onnx_actions_compared,
-                "onnx_action_margin": ONNX_ACTION_MARGIN,
-            }
-        return self._as_dict_format_1()
+        if self.onnx_outputs is None and self.c_accumulator is None:
+            return self._as_dict_format_1()
+        # format 2: what format 1's manifest says, and more
+        result = {
+            **self._as_dict_format_1(),
+            "reference": "runtime.policy.distribution and greedy_action in float64",
+        }
+        if self.onnx_outputs is not None:
+            result.update(
+                onnx_outputs=self.onnx_outputs,
+                onnx_error="absolute, relative above magnitude 1",
+                onnx_actions_compared=self.onnx_actions_compared,
+                onnx_action_margin=ONNX_ACTION_MARGIN,
+            )
+        if self.c_accumulator is not None:  # the header's own (float) sums checked, scaled
+            for key in ("c_max_abs_error", "c_float_accumulator_max_abs_error"):
+                del result[key]
+            del result["c_float_accumulator_action_mismatches"]
+            result.update(
+                c_accumulator=self.c_accumulator,
+                c_max_scaled_error=self.c,
+                c_error_scale="1 + sum of |terms| (|W2| (|W1| |x| + |b1|) + |b2|)",
+                c_tolerance=self.c_tolerance,
+            )
+        return result
 
     def _as_dict_format_1(self) -> dict:
         return {
@@ -162,12 +238,16 @@ class ParityReport:
         return notes
 
 
-def parity_observations(count: int = RANDOM_OBSERVATIONS, seed: int = PARITY_SEED) -> np.ndarray:
-    """Fixed float32 observations (N, 4): CartPole ranges, wider ranges and edge cases."""
+def parity_observations(
+    count: int = RANDOM_OBSERVATIONS, seed: int = PARITY_SEED, obs_dim: int = OBS_DIM
+) -> np.ndarray:
+    """Fixed float32 observations (N, obs_dim): CartPole ranges for obs_dim 4 (+-OTHER_LIMIT
+    for any other), wider ranges and edge cases."""
     rng = np.random.default_rng(seed)
-    in_range = rng.uniform(-1.0, 1.0, (count * 8 // 10, OBS_DIM)) * STATE_LIMITS
-    wide = rng.standard_normal((count - len(in_range), OBS_DIM)) * STATE_LIMITS * 10.0
-    return np.concatenate([in_range, wide, edge_observations()]).astype(np.float32)
+    limits = STATE_LIMITS if obs_dim == OBS_DIM else np.full(obs_dim, OTHER_LIMIT)
+    in_range = rng.uniform(-1.0, 1.0, (count * 8 // 10, obs_dim)) * limits
+    wide = rng.standard_normal((count - len(in_range), obs_dim)) * limits * 10.0
+    return np.concatenate([in_range, wide, edge_observations(obs_dim)]).astype(np.float32)
 
 
 def edge_observations(obs_dim: int = OBS_DIM) -> np.ndarray:
@@ -393,10 +473,54 @@ def c_probabilities(
 
     `defines`: extra macros, e.g. ("POLICY_ACCUMULATOR=float",) for the float variant.
     """
+    record = [("prob", "<f4"), ("action", "<i4")]
+    out = harness_records(header, HARNESS_C, obs, gcc, defines, record)
+    return out["prob"].astype(np.float64), out["action"]
+
+
+def c_outputs_v2(
+    header: str, spec: PolicySpec, obs: np.ndarray, gcc: str, defines: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """A format-2 header's (distribution, greedy action) for each observation, compiled with
+    gcc: p (N,) and actions int (N,) for bernoulli, probabilities (N, n) and actions int (N,)
+    for categorical, means and actions (N, k) float for gaussian."""
+    width = spec.action_dim
+    action = ("action", "<f4", (width,)) if spec.head == HEAD_GAUSSIAN else ("action", "<i4")
+    out = harness_records(
+        header, harness_v2(spec), obs, gcc, defines, [("dist", "<f4", (width,)), action]
+    )
+    dist = out["dist"].astype(np.float64)
+    return (dist[:, 0] if spec.head == HEAD_BERNOULLI else dist), out["action"]
+
+
+def harness_v2(spec: PolicySpec) -> str:
+    """HARNESS_V2_C for the head: its distribution and action calls."""
+    dist_call = {
+        HEAD_BERNOULLI: "dist[0] = policy_prob(obs)",
+        HEAD_CATEGORICAL: "policy_probs(obs, dist)",
+        HEAD_GAUSSIAN: "policy_mean(obs, dist)",
+    }[spec.head]
+    if spec.head == HEAD_GAUSSIAN:
+        action = ("float action[POLICY_ACTION_DIM]", "policy_action(obs, action)")
+    else:
+        action = ("int action[1]", "action[0] = policy_action(obs)")
+    size = "POLICY_ACTION_DIM" if spec.head == HEAD_GAUSSIAN else "1"
+    return (
+        HARNESS_V2_C.replace("ACTION_DECLARATION", action[0])
+        .replace("DISTRIBUTION_CALL", dist_call)
+        .replace("ACTION_CALL", action[1])
+        .replace("ACTION_SIZE", size)
+    )
+
+
+def harness_records(
+    header: str, harness: str, obs: np.ndarray, gcc: str, defines: tuple[str, ...], record: list
+) -> np.ndarray:
+    """Compile `harness` around the header, run it on `obs`: one `record` per observation."""
     with tempfile.TemporaryDirectory(prefix="reinforce-edge-parity-") as tmp:
         work = Path(tmp)
         (work / "policy.h").write_text(header)
-        (work / "harness.c").write_text(HARNESS_C)
+        (work / "harness.c").write_text(harness)
         np.ascontiguousarray(obs, dtype="<f4").tofile(work / "obs.bin")
         macros = [f"-D{define}" for define in defines]
         compile_cmd = [
@@ -410,10 +534,10 @@ def c_probabilities(
         ]
         _run(compile_cmd, "gcc failed to compile policy.h")
         _run([str(work / "harness"), str(work / "obs.bin"), str(work / "out.bin")], "harness")
-        out = np.fromfile(work / "out.bin", dtype=[("prob", "<f4"), ("action", "<i4")])
+        out = np.fromfile(work / "out.bin", dtype=record)
     if len(out) != len(obs):
         raise RuntimeError(f"the C harness wrote {len(out)} results for {len(obs)} observations")
-    return out["prob"].astype(np.float64), out["action"]
+    return out
 
 
 def _run(command: list[str], what: str) -> None:
@@ -435,14 +559,12 @@ def check_parity(
 ) -> ParityReport:
     """Measure each given artifact against the reference; `gcc=None` skips the C check.
 
-    `spec` None is format 1; with a spec (format 2) only the ONNX graph is checked so far,
-    on `policy_observations` unless `obs` is given.
+    `spec` None is format 1; with a spec (format 2) on `policy_observations` unless `obs` is
+    given: the graph output by output (`onnx_parity_fields`), the header as it ships
+    (`c_parity_v2`).
     """
     if spec is not None:
-        obs = policy_observations(params, spec) if obs is None else obs
-        if onnx_model is None:
-            return ParityReport(observations=len(obs))
-        return ParityReport(len(obs), **onnx_parity_fields(params, spec, onnx_model, obs))
+        return _check_parity_v2(params, spec, onnx_model, header, obs, gcc)
     obs = parity_observations() if obs is None else obs
     truth = reference_probabilities(params, obs)
     fields: dict = {"observations": len(obs)}
@@ -471,3 +593,87 @@ def check_parity(
 def _max_error(probs: np.ndarray, truth: np.ndarray) -> float:
     error = np.abs(np.asarray(probs, dtype=np.float64) - truth)
     return float("nan") if np.any(np.isnan(error)) else float(np.max(error))
+
+
+def _check_parity_v2(
+    params: Params,
+    spec: PolicySpec,
+    onnx_model: bytes | None,
+    header: str | None,
+    obs: np.ndarray | None,
+    gcc: str | None,
+) -> ParityReport:
+    obs = policy_observations(params, spec) if obs is None else obs
+    fields: dict[str, Any] = {"observations": len(obs)}
+    if onnx_model is not None:
+        fields.update(onnx_parity_fields(params, spec, onnx_model, obs))
+    if header is not None:
+        compiler = gcc_path() if gcc == "auto" else gcc
+        if compiler is None:
+            fields["c_skipped"] = "gcc not found"
+            log.warning("warning: gcc not found, the C header's parity check is skipped")
+            # the manifest still says what the header ships with
+            fields.update(c_accumulator="float", c_tolerance=c_tolerance_v2(spec))
+        else:
+            fields.update(c_parity_v2(params, spec, header, obs, compiler))
+    return ParityReport(**fields)
+
+
+def c_tolerance_v2(spec: PolicySpec) -> float:
+    """The relative error a format-2 header's float sums may make: the dot-product bound
+    gamma_n ~ n u for each layer (n = obs_dim + 1 and hidden + 1 terms), with room for the
+    normaliser, tanhf, expf and the softmax division (8 more), doubled for safety."""
+    return 2.0 * (spec.hidden + spec.obs_dim + 8) * FLOAT32_UNIT_ROUNDOFF
+
+
+def term_magnitudes(params: Params, obs: np.ndarray) -> np.ndarray:
+    """Per observation, the largest over the outputs of |W2| (|W1| |x| + |b1|) + |b2|: the sum
+    of the magnitudes of every term, which scales the rounding error of the sums (N,)."""
+    params64 = {name: np.abs(np.asarray(array, dtype=np.float64)) for name, array in params.items()}
+    x = np.abs(normalise(_float64(params), np.asarray(obs, dtype=np.float64)))
+    hidden = x @ params64[KEY_W1].T + params64.get(KEY_B1, 0.0)
+    w2 = params64[KEY_W2]
+    output = hidden @ (w2[:, None] if w2.ndim == 1 else w2.T) + params64.get(KEY_B2, 0.0)
+    return np.max(output, axis=-1)
+
+
+def c_parity_v2(
+    params: Params, spec: PolicySpec, header: str, obs: np.ndarray, gcc: str
+) -> dict[str, Any]:
+    """ParityReport fields for a format-2 header as it ships (float sums): the largest error
+    of its distribution over 1 + term_magnitudes, and the actions that differ from
+    `greedy_action` where the reference's decision is clear of the tolerance."""
+    tolerance = c_tolerance_v2(spec)
+    params64, obs64 = _float64(params), np.asarray(obs, dtype=np.float64)
+    scale = 1.0 + term_magnitudes(params, obs64)
+    truth = distribution(params64, obs64, spec)
+    expected = greedy_action(params64, obs64, spec)
+    dist, actions = c_outputs_v2(header, spec, obs, gcc)
+    error = np.abs(dist - truth)
+    if spec.head == HEAD_GAUSSIAN:
+        wrong = np.abs(actions - expected) > tolerance * scale[:, None]
+        mismatches = np.any(wrong | np.isnan(actions), axis=-1)
+    else:
+        clear = decision_margin(params64, obs64, spec) > tolerance * scale * 2.0
+        mismatches = clear & (actions != expected)
+    error = error if error.ndim == 1 else np.max(error, axis=-1)
+    return {
+        "c": _max_error(error / scale, np.zeros(len(error))),
+        "c_action_mismatches": int(np.sum(mismatches)),
+        "c_tolerance": tolerance,
+        "c_accumulator": "float",
+    }
+
+
+def decision_margin(params: Params, obs: np.ndarray, spec: PolicySpec) -> np.ndarray:
+    """How far the reference's discrete decision is from flipping, in logit units (N,):
+    |logit| for bernoulli, the lead of the largest logit over the next for categorical."""
+    output = forward_pass(params, obs, spec)[1]
+    if spec.head == HEAD_BERNOULLI:
+        return np.abs(output)
+    top_two = np.sort(output, axis=-1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
+
+
+def _float64(params: Params) -> Params:
+    return {name: np.asarray(array, dtype=np.float64) for name, array in params.items()}
