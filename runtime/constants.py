@@ -8,6 +8,11 @@ OBS_DIM = (
     4  # CartPole state: cart position (m), cart velocity (m/s), pole angle (rad), tip velocity
 )
 ENV_ID = "CartPole-v1"
+# What a plant takes as its action (runtime/spaces.py): one of n discrete actions (an int in
+# 0..n-1) or a vector of k floats within bounds
+ACTION_DISCRETE, ACTION_CONTINUOUS = "discrete", "continuous"
+ACTION_KINDS = (ACTION_DISCRETE, ACTION_CONTINUOUS)
+CARTPOLE_ACTIONS = 2  # push left (0), push right (1)
 
 # --- policy.npz ------------------------------------------------------------
 FORMAT_NAME = "reinforce-edge/policy"
