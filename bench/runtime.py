@@ -25,6 +25,10 @@ section within one quiet spell; the candidates inside a section still share each
    the fused path timed alone (timeit) show the floor of any NumPy decision function.
 3. Loop jitter: the control loop at 100 Hz on the sim for S seconds: how late each step wakes
    after its deadline (p50, p99, max) and the overruns.
+4. Heads (`--only heads`): decision latency of the fused NumPy paths at obs 3-16 and hidden
+   16-128, for format 1's bernoulli and format 2's bernoulli, categorical (3 actions) and
+   gaussian (2 actions) heads with biases and normaliser, by the method of section 2, each
+   with its ratio to format 1's bernoulli at the same sizes.
 
 NumPy runs with one BLAS thread here, as in the runtime (it sets OPENBLAS_NUM_THREADS=1): idle
 OpenBLAS threads of this process can spin after a burst of work and compete, on a 2-core
@@ -60,13 +64,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe as machine  # noqa: E402
-from runtime.backends import fused_decision, make_active, naive_decision  # noqa: E402
+from runtime.backends import fused_action, fused_decision, make_active, naive_decision  # noqa: E402
 from runtime.loop import ControlLoop  # noqa: E402
 from runtime.plants import CartPoleSim  # noqa: E402
-from runtime.policy import init_params, load_policy, make_meta, save_policy  # noqa: E402
+from runtime.policy import (  # noqa: E402
+    PolicySpec,
+    init_params,
+    load_policy,
+    make_meta,
+    parse_policy,
+    policy_bytes,
+    save_policy,
+)
 from runtime.slot import PolicySlot  # noqa: E402
 
-SECTIONS = ("cold", "latency", "jitter")  # in the order they run
+SECTIONS = ("cold", "latency", "jitter", "heads")  # in the order they run
+HEAD_SIZES = tuple((obs, hidden) for obs in (3, 8, 16) for hidden in (16, 64, 128))
+HEAD_CANDIDATES = ("format 1 bernoulli", "bernoulli", "categorical", "gaussian")
+TARGET_HEAD_RATIO = 1.3
 HIDDEN_SIZES = (64, 128, 200)
 # untimed calls of a candidate before each of its timed batches: without them a candidate pays
 # for what the previous one evicted (code, branch history), and of two identical fused
@@ -400,10 +415,70 @@ def bench_jitter(directory: Path, seconds: float) -> dict:
     }
 
 
+# --- 4. heads -------------------------------------------------------------------------------
+
+
+def head_policy(head: str, obs_dim: int, hidden: int, rng: np.random.Generator):
+    """A format-2 policy with biases and normaliser (random, not zero): categorical 3 actions,
+    gaussian 2 in [-1, 1]."""
+    actions = {"bernoulli": 1, "categorical": 3, "gaussian": 2}[head]
+    bounds = {"action_low": (-1.0,) * 2, "action_high": (1.0,) * 2} if head == "gaussian" else {}
+    spec = PolicySpec(hidden, obs_dim, "relu", head, actions, **bounds)
+    params = init_params(hidden, rng, spec=spec, biases=True, normaliser=True)
+    params["b1"] = rng.standard_normal(hidden) * 0.1
+    params["obs_mean"] = rng.standard_normal(obs_dim)
+    params["obs_std"] = np.exp(rng.standard_normal(obs_dim))
+    return parse_policy(policy_bytes(params, make_meta(spec=spec, version=1)))
+
+
+def bench_heads(quick: bool) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for obs_dim, hidden in HEAD_SIZES:
+        samples = rng.standard_normal((4096, obs_dim)).astype(np.float32) * 2
+        observations = [row.copy() for row in samples]
+        candidates = {"format 1 bernoulli": fused_decision(init_params(hidden, rng, obs_dim))}
+        for head in HEAD_CANDIDATES[1:]:
+            candidates[head] = fused_action(head_policy(head, obs_dim, hidden, rng))
+        for decide in candidates.values():
+            for obs in observations[:2000]:
+                decide(obs)
+        result = latency(candidates, observations, rounds=10 if quick else 100, batch=200)
+        base = result["format 1 bernoulli"][0]
+        for name, (median, p99) in result.items():
+            rows.append(
+                {
+                    "obs_dim": obs_dim,
+                    "hidden": hidden,
+                    "candidate": name,
+                    "median_us": median,
+                    "p99_us": p99,
+                    "ratio": median / base,
+                }
+            )
+    return rows
+
+
+def print_heads(rows) -> None:
+    print("\n== decision latency per head, fused NumPy, format 2 with biases + normaliser (us)")
+    print(f"{'obs':>4} {'H':>4}  " + "  ".join(f"{name:>22}" for name in HEAD_CANDIDATES))
+    for obs_dim, hidden in HEAD_SIZES:
+        cells = {
+            r["candidate"]: r for r in rows if (r["obs_dim"], r["hidden"]) == (obs_dim, hidden)
+        }
+        line = "  ".join(
+            f"{cells[name]['median_us']:>6.2f} ({cells[name]['ratio']:4.2f}x) p99 {cells[name]['p99_us']:5.1f}"
+            for name in HEAD_CANDIDATES
+        )
+        print(f"{obs_dim:>4} {hidden:>4}  {line}")
+    worst = max(r["ratio"] for r in rows)
+    print(f"worst ratio to format 1 bernoulli {worst:.2f}x (target <= {TARGET_HEAD_RATIO})")
+
+
 # --- report ---------------------------------------------------------------------------------
 
 
-def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
+def print_report(latency_rows, graph, floor, cold_rows, jitter, head_rows=None) -> None:
     """The sections that ran (the others are None)."""
     print(f"machine: {machine()}")
     if cold_rows is not None:
@@ -412,6 +487,8 @@ def print_report(latency_rows, graph, floor, cold_rows, jitter) -> None:
         print_latency(latency_rows, graph, floor)
     if jitter is not None:
         print_jitter(jitter)
+    if head_rows is not None:
+        print_heads(head_rows)
 
 
 def print_cold_start(cold_rows) -> None:
@@ -479,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable; default: all three)",
+        help="run only this section (repeatable; default: all four)",
     )
     args = parser.parse_args(argv)
     sections = args.only or SECTIONS
@@ -495,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         with_ort = False
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
         directory = Path(tmp)
-        cold_rows = latency_rows = graph = floor = jitter = None
+        cold_rows = latency_rows = graph = floor = jitter = head_rows = None
         if "cold" in sections:  # first: no thread of ours runs yet
             cold_rows = bench_cold_start(directory, runs, with_ort)
         if "latency" in sections:
@@ -503,10 +580,12 @@ def main(argv: list[str] | None = None) -> int:
             floor = numpy_floor_ns(number=2_000 if args.quick else 20_000)
         if "jitter" in sections:
             jitter = bench_jitter(directory, seconds)
-    print_report(latency_rows, graph, floor, cold_rows, jitter)
+        if "heads" in sections:
+            head_rows = bench_heads(args.quick)
+    print_report(latency_rows, graph, floor, cold_rows, jitter, head_rows)
     if args.json:
         results = {"machine": machine(), "latency": latency_rows, "numpy_floor_ns": floor}
-        results |= {"cold_start": cold_rows, "jitter": jitter}
+        results |= {"cold_start": cold_rows, "jitter": jitter, "heads": head_rows}
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -43,6 +43,9 @@ from runtime.constants import (
     KEY_W2,
     OBS_CLIP,
     OBS_DIM,
+    ONNX_ACTION_OUTPUT,
+    ONNX_DISTRIBUTION_OUTPUTS,
+    ONNX_INPUT,
     ONNX_PROB_OUTPUT,
 )
 from runtime.policy import Policy, PolicySpec
@@ -50,10 +53,10 @@ from runtime.policy import Policy, PolicySpec
 OPSET = 17  # Sigmoid, Relu and MatMul are unchanged since opset 13-14; 17 is widely supported
 IR_VERSION = 8  # the IR version that goes with opset 17, so older runtimes load the file
 PRODUCER = "reinforce-edge export"
-INPUT_NAME = "obs"
+INPUT_NAME = ONNX_INPUT
 OUTPUT_NAME = ONNX_PROB_OUTPUT  # format 1's one output
-ACTION_NAME = "action"  # format 2's first output
-DISTRIBUTIONS = {HEAD_BERNOULLI: ONNX_PROB_OUTPUT, HEAD_CATEGORICAL: "probs", HEAD_GAUSSIAN: "mean"}
+ACTION_NAME = ONNX_ACTION_OUTPUT  # format 2's first output
+DISTRIBUTIONS = ONNX_DISTRIBUTION_OUTPUTS
 BATCH = "batch"  # the symbolic batch dimension
 COMPUTES = ("double", "float")
 

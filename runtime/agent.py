@@ -55,6 +55,7 @@ from runtime.constants import (
 from runtime.mqtt import BrokerSettings, connect_async, json_bytes, make_client, topics
 from runtime.policy import Policy, utc_now_iso
 from runtime.slot import ActivePolicy, PolicySlot
+from runtime.spaces import PlantSpace
 from runtime.state import StateStore, Stored
 from runtime.updates import (
     AlreadyRunning,
@@ -99,6 +100,7 @@ class AgentConfig:
     rollback_below: float | None = None  # None: half the previous policy's recent mean return
     allow_unsigned: bool = False
     obs_dim: int = OBS_DIM
+    plant_space: PlantSpace | None = None  # None: CartPole's two actions with obs_dim
 
     def __post_init__(self) -> None:
         if not re.fullmatch(DEVICE_ID_PATTERN, str(self.device_id)):
@@ -170,6 +172,7 @@ class Agent:
             max_bytes=config.max_payload_bytes,
             public_key=public_key,
             allow_unsigned=config.allow_unsigned,
+            space=config.plant_space,
         )
         self.stats = stats
         self.inline = inline
@@ -597,6 +600,8 @@ class Agent:
             "instance": self.instance,
             "policy_version": policy.version,
             "policy_sha256": policy.sha256,
+            "policy_head": policy.spec.head,
+            **self.rules.space.to_json(),  # the plant's: what an update must fit
             "last_update": self.last_update,
             "at": utc_now_iso(),
         }
@@ -631,7 +636,10 @@ class Agent:
         }
         if self.stats is not None:
             sample.update(self.stats())
-        sample["policy_version"] = self.slot.active.policy.version  # not the last episode's
+        policy = self.slot.active.policy
+        sample["policy_version"] = policy.version  # not the last episode's
+        sample["policy_head"] = policy.spec.head
+        sample.update(self.rules.space.to_json())
         for key, value in sample.items():  # JSON has no NaN or inf
             if isinstance(value, float) and not math.isfinite(value):
                 sample[key] = None
@@ -678,6 +686,9 @@ def start_agent(runtime: Any) -> Agent | None:
     def activate(policy: Policy) -> ActivePolicy:
         return make_active(policy, "numpy")
 
+    from runtime.spaces import space_of
+
+    space = space_of(runtime.plant)
     try:
         agent_config = settings = None
         if config.broker is not None:  # every setting checked before anything is written
@@ -689,7 +700,8 @@ def start_agent(runtime: Any) -> Agent | None:
                 probation_episodes=config.probation_episodes,
                 rollback_below=config.rollback_below,
                 allow_unsigned=config.insecure_allow_unsigned,
-                obs_dim=runtime.plant.obs_dim,
+                obs_dim=space.obs_dim,
+                plant_space=space,
             )
             settings = settings_from(config)
         public_key = None
@@ -699,9 +711,10 @@ def start_agent(runtime: Any) -> Agent | None:
             public_key = load_public_key(config.public_key)
         store = StateStore(
             config.state_dir or default_state_dir(),
-            obs_dim=runtime.plant.obs_dim,
+            obs_dim=space.obs_dim,
             max_bytes=config.max_policy_bytes,
             public_key=public_key,
+            space=space,
         )
         store.load()
         running = runtime.slot.active.policy

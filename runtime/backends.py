@@ -1,38 +1,49 @@
-"""Backends: the decision function p(action 1 | obs) of a policy for ONE observation at a time.
+"""Backends: the decision function of a policy for ONE observation at a time.
 
-- `numpy` (default): the fused single-observation path. The same maths as
-  `runtime.policy.forward`, written for the per-call overhead that dominates at this size:
-  weights laid out once, the hidden buffer preallocated, `out=` ufuncs, and the sigmoid of the
-  scalar output with `math.exp` instead of an array expression.
+- `numpy` (default): fused single-observation paths, the same maths as `runtime.policy`
+  written for the per-call overhead that dominates at this size: weights laid out once,
+  buffers preallocated, `out=` ufuncs. Format 1's maths (bernoulli, relu, no biases, no
+  normaliser: every format-1 policy) is `fused_decision`, p(action 1) with `math.exp`; every
+  other policy is `fused_action`, which returns the greedy action itself (an int, or the
+  gaussian mean clipped to its bounds as a new float32 (k,) array).
 - `onnxruntime`: runs `policy.onnx` found beside the `policy.npz` with one intra-op thread;
   imported only when chosen. Its answers are checked against the npz weights at load time, so
   an ONNX file that does not belong to the (possibly signed) npz is refused.
 
 A decision function keeps its own buffers: call it from one thread (the control loop).
-Both run format 1's network only: a policy with another head or activation, biases or a
-normaliser (format 2) is refused by `make_active` (`check_runnable`) until they learn it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.constants import (
     HEAD_BERNOULLI,
+    HEAD_CATEGORICAL,
+    HEAD_GAUSSIAN,
     KEY_B1,
     KEY_B2,
     KEY_OBS_MEAN,
     KEY_OBS_STD,
     KEY_W1,
     KEY_W2,
+    OBS_CLIP,
+    ONNX_ACTION_OUTPUT,
+    ONNX_DISTRIBUTION_OUTPUTS,
     ONNX_FILE,
-    ONNX_PROB_OUTPUT,
 )
-from runtime.policy import Params, Policy, action_probability
+from runtime.policy import (
+    Params,
+    Policy,
+    PolicySpec,
+    action_probability,
+    distribution,
+    greedy_action,
+)
 from runtime.slot import ActivePolicy
 
 if TYPE_CHECKING:  # pathlib is imported where a path is used: start-up time (docs/performance.md)
@@ -94,8 +105,129 @@ def naive_decision(params: Params) -> Callable[[np.ndarray], float]:
     return lambda obs: float(action_probability(params, obs))
 
 
+# The clip ufunc itself, one call of three operands: `np.clip` is a Python wrapper around it that
+# costs more than the clip at these sizes (np._core on NumPy 2, np.core on 1.x)
+CLIP = (getattr(np, "_core", None) or np.core).umath.clip
+# The normaliser is folded into the first layer (below) when no observation mean is more than
+# this many standard deviations from 0: W1 / std then meets observations of at most about
+# (this + 10) standard deviations, and the float32 dot loses at most ~this x 6e-8 relative
+# (6e-5 at 1e3). Beyond it the mean is subtracted first, one ufunc more.
+FOLD_LIMIT = 1e3
+
+
+def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
+    """The greedy action of any policy for one observation, allocation-free but for the
+    gaussian's result: an int for bernoulli (1 when the logit > 0) and categorical (the
+    argmax), the mean clipped to action_low..action_high as a new float32 (k,) array.
+
+    The layer, with x the observation in a preallocated (obs_dim + 1,) buffer whose last
+    value is 1, so that b1 is the last row of the transposed W1 (one dot, no add):
+
+        normaliser: clip((obs - mean) / std, -10, 10) = (clip(obs, mean - 10 std, mean + 10 std)
+                    - mean) / std, so x = clip(obs, ...) (one ufunc), W1 / std and
+                    b1 - (W1 / std) mean (a larger |mean| / std: x = clip(obs - mean, +-10 std))
+        no normaliser: x = obs, a copy into the buffer
+
+    then h = act(x . W1t), relu on the bits as in `fused_decision`. The hidden buffer also ends
+    in a 1, so that b2 is the last row of the transposed W2 of the categorical and gaussian
+    heads; the bernoulli head compares W2 . h with -b2.
+    """
+    spec, params = policy.spec, policy.params
+    mode, low_in, high_in, shift, w1t = _first_layer(params, spec)
+    x = np.ones(spec.obs_dim + 1, dtype=F32)  # x[-1] = 1 multiplies b1
+    x_view = x[: spec.obs_dim]
+    into_x = (x_view,)
+    layer = np.ones(spec.hidden + 1, dtype=F32)  # layer[-1] = 1 multiplies b2
+    hidden = layer[: spec.hidden]
+    hidden_bits = hidden.view(np.int32)
+    zeros, into_hidden, into_hidden_bits = np.zeros_like(hidden_bits), (hidden,), (hidden_bits,)
+    w2t = _output_weights(params, spec)
+    output = np.empty(w2t.shape[1], dtype=F32)
+    output_value = memoryview(output)
+    low, high = _action_bounds(spec)
+    maximum, tanh, subtract, clip = np.maximum, np.tanh, np.subtract, CLIP
+    first_dot, output_dot, argmax = x.dot, layer.dot, output.argmax
+    clipped, copied, relu = mode == "clip", mode == "copy", spec.activation == "relu"
+    gaussian = spec.head == HEAD_GAUSSIAN
+    by_sign = not gaussian and w2t.shape[1] == 1  # bernoulli, and categorical with 2 actions
+
+    def action(obs: np.ndarray) -> Any:
+        if clipped:
+            clip(obs, low_in, high_in, out=into_x)
+        elif copied:
+            x_view[...] = obs
+        else:  # shifted: the mean subtracted first
+            subtract(obs, shift, out=into_x)
+            clip(x_view, low_in, high_in, out=into_x)
+        first_dot(w1t, hidden)
+        if relu:
+            maximum(hidden_bits, zeros, out=into_hidden_bits)
+        else:
+            tanh(hidden, out=into_hidden)
+        output_dot(w2t, output)
+        if by_sign:
+            return 1 if output_value[0] > 0.0 else 0
+        if gaussian:
+            return clip(output, low, high)  # a new array: the plant may keep it
+        return int(argmax())  # the lowest index among ties, as np.argmax
+
+    action.hidden = hidden  # type: ignore[attr-defined]
+    return action
+
+
+def _first_layer(params: Params, spec: PolicySpec) -> tuple:
+    """(mode, clip low, clip high, shift, W1 transposed with the bias as its last row)."""
+    w1 = np.asarray(params[KEY_W1], dtype=np.float64)
+    b1 = np.asarray(params.get(KEY_B1, np.zeros(spec.hidden)), dtype=np.float64)
+    mean, std = params.get(KEY_OBS_MEAN), params.get(KEY_OBS_STD)
+    shift = low = high = None
+    if mean is None:
+        mode = "copy"
+    else:
+        mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        w1 = w1 / std  # column j scaled by 1 / std[j]
+        if np.max(np.abs(mean) / std) <= FOLD_LIMIT:
+            mode, low, high = "clip", mean - OBS_CLIP * std, mean + OBS_CLIP * std
+            b1 = b1 - w1 @ mean
+        else:
+            mode, shift, low, high = "shifted", mean.astype(F32), -OBS_CLIP * std, OBS_CLIP * std
+        with np.errstate(over="ignore"):  # a bound beyond float32 clips nothing: inf
+            low, high = low.astype(F32), high.astype(F32)
+    w1t = np.ascontiguousarray(np.vstack([w1.T, b1[None, :]]), dtype=F32)
+    return mode, low, high, shift, w1t
+
+
+def _output_weights(params: Params, spec: PolicySpec) -> np.ndarray:
+    """W2 transposed (hidden + 1, outputs) with b2 (or zeros) as its last row. Bernoulli: one
+    output, the logit; categorical with 2 actions: one output too, logit 1 - logit 0, whose
+    sign is the argmax (0 on a tie, as np.argmax)."""
+    w2 = np.asarray(params[KEY_W2], dtype=np.float64).reshape(-1, spec.hidden)
+    b2 = np.asarray(params.get(KEY_B2, np.zeros(w2.shape[0])), dtype=np.float64)
+    if spec.head == HEAD_CATEGORICAL and spec.action_dim == 2:
+        w2, b2 = w2[1:] - w2[:1], b2[1:] - b2[:1]
+    return np.ascontiguousarray(np.vstack([w2.T, b2[None, :]]), dtype=F32)
+
+
+def _action_bounds(spec: PolicySpec) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if spec.head != HEAD_GAUSSIAN:
+        return None, None
+    return np.asarray(spec.action_low, dtype=F32), np.asarray(spec.action_high, dtype=F32)
+
+
+def naive_action(policy: Policy) -> Callable[[np.ndarray], Any]:
+    """The reference expression (`runtime.policy.greedy_action`), for tests and the bench."""
+    params, spec = policy.params, policy.spec
+    return lambda obs: greedy_action(params, np.asarray(obs, dtype=F32), spec)
+
+
 class OnnxDecision:
-    """p(action 1) from `policy.onnx` through onnxruntime's `run()`, one intra-op thread."""
+    """A decision from `policy.onnx` through onnxruntime's `run()`, one intra-op thread.
+
+    Format 1's graph (one output, p(action 1)): calling it gives p(action 1). Format 2's (input
+    `obs` float32 (N, obs_dim), outputs `action`, int64 (N,) or float32 (N, k) clipped, and the
+    head's `prob` / `probs` / `mean`): `action(obs)` gives the greedy action, an int or a
+    float32 (k,) array. `gives_actions` says which.
+    """
 
     def __init__(self, onnx_path: str | Path, policy: Policy) -> None:
         try:
@@ -122,20 +254,36 @@ class OnnxDecision:
             raise BackendError(f"{onnx_path}: onnxruntime cannot load it: {first_line}") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        names = [output.name for output in self.session.get_outputs()]
-        # the exporter's format-2 graph has `action` first and p(action 1) as `prob`
-        self.output_names = [ONNX_PROB_OUTPUT if ONNX_PROB_OUTPUT in names else names[0]]
+        outputs = [output.name for output in self.session.get_outputs()]
+        self.gives_actions = ONNX_ACTION_OUTPUT in outputs
+        self.output_names = [ONNX_ACTION_OUTPUT] if self.gives_actions else [outputs[0]]
+        self.discrete = policy.spec.head != HEAD_GAUSSIAN
         obs_dim = policy.params[KEY_W1].shape[1]
         rank = len(model_input.shape or [None, obs_dim])
         self.buffer = np.zeros((1, obs_dim) if rank == 2 else (obs_dim,), dtype=F32)
         self.feed = {self.input_name: self.buffer}
-        self._check_against(policy, onnx_path)
+        if self.gives_actions:
+            self._check_actions_against(policy, onnx_path, outputs)
+        elif not runs_format_1_maths(policy):
+            raise BackendError(
+                f"{onnx_path} is format 1's graph (p(action 1), no {ONNX_ACTION_OUTPUT} output), but"
+                f" the policy beside it has a {policy.spec.head} head, activation"
+                f" {policy.spec.activation}, biases or a normaliser; export both again"
+            )
+        else:
+            self._check_against(policy, onnx_path)
 
     def __call__(self, obs: np.ndarray) -> float:
         self.buffer.reshape(-1)[:] = obs
         output = self.session.run(self.output_names, self.feed)[0]
         flat = output.reshape(-1)
         return float(flat[-1])  # one unit p(1), or two units (p(0), p(1))
+
+    def action(self, obs: np.ndarray) -> Any:
+        """The greedy action of format 2's graph: an int, or a float32 (k,) array."""
+        self.buffer.reshape(-1)[:] = obs
+        action = self.session.run(self.output_names, self.feed)[0]
+        return int(action.reshape(-1)[0]) if self.discrete else action.reshape(-1)
 
     def _check_against(self, policy: Policy, onnx_path: Path) -> None:
         obs = np.random.default_rng(0).standard_normal((8, self.buffer.size)).astype(F32)
@@ -150,6 +298,60 @@ class OnnxDecision:
                 f" (max difference {np.max(np.abs(got - expected)):.3g}); export both again"
             )
 
+    def _check_actions_against(self, policy: Policy, onnx_path: Path, outputs: list) -> None:
+        """Its head's output and its actions, on 8 observations, against the npz."""
+        spec = policy.spec
+        name = ONNX_DISTRIBUTION_OUTPUTS[spec.head]
+        if name not in outputs:
+            raise BackendError(
+                f"{onnx_path} has outputs {', '.join(outputs)}; a {spec.head} policy's graph"
+                f" has {ONNX_ACTION_OUTPUT} and {name}"
+            )
+        obs = np.random.default_rng(0).standard_normal((8, self.buffer.size)).astype(F32)
+        try:
+            got = np.array(
+                [self.session.run([name], {self.input_name: row[None]})[0][0] for row in obs]
+            )
+            actions = [self.action(row) for row in obs]
+        except Exception as error:  # a model with other inputs or outputs
+            raise BackendError(f"{onnx_path}: cannot run it on one observation: {error}") from None
+        params = {key: value.astype(np.float64) for key, value in policy.params.items()}
+        expected = distribution(params, obs.astype(np.float64), spec)
+        if got.size == expected.size:  # bernoulli's prob is a (N, 1) column, as format 1's
+            got = got.reshape(expected.shape)
+        reference = greedy_action(params, obs.astype(np.float64), spec)
+        if spec.head == HEAD_GAUSSIAN:
+            agree = np.allclose(np.array(actions), reference, atol=ONNX_CHECK_TOLERANCE, rtol=0)
+        else:  # an action may differ only where the reference is within the tolerance of a tie
+            agree = all(
+                action == best or _near_tie(probabilities, action, best, spec)
+                for action, best, probabilities in zip(actions, reference, expected, strict=True)
+            )
+        close = got.shape == expected.shape and np.allclose(
+            got, expected, atol=ONNX_CHECK_TOLERANCE, rtol=0
+        )
+        if not close:
+            difference = (
+                f"max difference {np.max(np.abs(got - expected)):.3g}"
+                if got.shape == expected.shape
+                else f"shape {got.shape}, expected {expected.shape}"
+            )
+            raise BackendError(
+                f"{onnx_path} does not compute the policy in the npz beside it ({name}"
+                f" {difference}); export both again"
+            )
+        if not agree:
+            raise BackendError(
+                f"{onnx_path}: its {ONNX_ACTION_OUTPUT} output is not the greedy action of the policy"
+                " in the npz beside it; export both again"
+            )
+
+
+def _near_tie(probabilities: np.ndarray, action: int, best: int, spec: PolicySpec) -> bool:
+    if spec.head == HEAD_BERNOULLI:
+        return abs(float(probabilities) - 0.5) < ONNX_CHECK_TOLERANCE
+    return abs(float(probabilities[action] - probabilities[best])) < ONNX_CHECK_TOLERANCE
+
 
 def onnx_path_for(policy_path: str | Path) -> Path:
     """`NAME.onnx` beside `NAME.npz` if present, else `policy.onnx` in the same directory."""
@@ -160,19 +362,12 @@ def onnx_path_for(policy_path: str | Path) -> Path:
     return same_stem if same_stem.is_file() else policy_path.parent / ONNX_FILE
 
 
-def check_runnable(policy: Policy) -> None:
-    """BackendError unless the decision functions compute this policy: bernoulli, relu, no
-    biases, no normaliser (every format-1 policy, and format-2 ones that are format 1's maths)."""
+def runs_format_1_maths(policy: Policy) -> bool:
+    """Bernoulli, relu, no biases, no normaliser: every format-1 policy, and format-2 ones
+    with the same maths, which run on `fused_decision` (p(action 1), thresholded by the loop)."""
     spec = policy.spec
-    extras = [key for key in (KEY_B1, KEY_B2, KEY_OBS_MEAN, KEY_OBS_STD) if key in policy.params]
-    if spec.head == HEAD_BERNOULLI and spec.activation == "relu" and not extras:
-        return
-    with_extras = f", with {', '.join(extras)}" if extras else ""
-    raise BackendError(
-        f"policy version {policy.version} (format {policy.format_version}, head {spec.head},"
-        f" activation {spec.activation}{with_extras}) cannot run on this device runtime yet:"
-        " it runs bernoulli policies with relu and no biases or normaliser"
-    )
+    extras = any(key in policy.params for key in (KEY_B1, KEY_B2, KEY_OBS_MEAN, KEY_OBS_STD))
+    return spec.head == HEAD_BERNOULLI and spec.activation == "relu" and not extras
 
 
 def make_active(
@@ -180,17 +375,20 @@ def make_active(
 ) -> ActivePolicy:
     """A policy with its ready decision function, for the loop's `PolicySlot`.
 
-    `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`). A policy
-    neither backend computes is a BackendError (`check_runnable`): exit 2 at start, a
-    rejected update over MQTT.
+    `numpy`: `fused_decision` for format 1's maths, `fused_action` for every other policy.
+    `onnxruntime` loads the ONNX file beside `policy_path` (see `onnx_path_for`).
     """
-    check_runnable(policy)
     if backend_name == "numpy":
-        return ActivePolicy(policy, fused_decision(policy.params))
+        if runs_format_1_maths(policy):
+            return ActivePolicy(policy, fused_decision(policy.params))
+        return ActivePolicy(policy, None, fused_action(policy))
     if backend_name == "onnxruntime":
         if policy_path is None:
             raise BackendError(
                 "the onnxruntime backend needs the policy's path to find policy.onnx"
             )
-        return ActivePolicy(policy, OnnxDecision(onnx_path_for(policy_path), policy))
+        decision = OnnxDecision(onnx_path_for(policy_path), policy)
+        if decision.gives_actions:
+            return ActivePolicy(policy, None, decision.action)
+        return ActivePolicy(policy, decision)
     raise BackendError(f"unknown backend {backend_name!r}; choose numpy or onnxruntime")

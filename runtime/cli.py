@@ -322,15 +322,26 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
     from runtime.notify import Notifier
     from runtime.plants import StdioPlant, make_plant
     from runtime.slot import PolicySlot
+    from runtime.spaces import check_fits, space_for, space_of
 
     # None when the process was started with the stream closed (`<&-`, `>&-`)
     stdin = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
     stdout = stdout if stdout is not None else getattr(sys.stdout, "buffer", None)
     if config.plant != "gym" and config.env != RuntimeConfig.env:
         log.warning("env %r is ignored: it names the environment of --plant gym", config.env)
-    plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)
-    policy = load_checked_policy(config, plant.obs_dim)
-    slot = PolicySlot(make_active(policy, config.backend, config.policy))
+    if config.plant == "stdio":  # the bridge speaks the policy's sizes
+        policy = load_checked_policy(config, None)
+        plant = make_plant("stdio", stdin=stdin, stdout=stdout, space=space_for(policy.spec))
+    else:
+        plant = make_plant(config.plant, env_id=config.env, stdin=stdin, stdout=stdout)
+    try:
+        if config.plant != "stdio":
+            policy = load_checked_policy(config, plant.obs_dim)
+        check_fits(policy, space_of(plant))  # one line naming what differs: exit 2
+        slot = PolicySlot(make_active(policy, config.backend, config.policy))
+    except BaseException:
+        close_plant(plant, config.plant)
+        raise
     # with the stdio plant, stdout carries actions: reports go to stderr
     reporter = Reporter(sys.stderr if config.plant == "stdio" else sys.stdout, config.json)
     notifier = Notifier.from_environment()
@@ -351,10 +362,12 @@ def run(config: RuntimeConfig, stdin: Any = None, stdout: Any = None) -> int:
         plant.should_stop = loop.interrupted  # a signal, or --duration over, while waiting
     runtime = Runtime(config, config.policy, plant, slot, loop, listeners)
     log.info(
-        "running policy v%d (hidden %d) on %s at %s with the %s backend",
+        "running policy v%d (hidden %d, %s head) on %s (%s) at %s with the %s backend",
         policy.version,
         policy.hidden,
+        policy.spec.head,
         config.plant,
+        space_of(plant).describe(),
         f"{config.hz:g} Hz" if config.hz else "full speed",
         config.backend,
     )

@@ -8,6 +8,11 @@ OBS_DIM = (
     4  # CartPole state: cart position (m), cart velocity (m/s), pole angle (rad), tip velocity
 )
 ENV_ID = "CartPole-v1"
+# What a plant takes as its action (runtime/spaces.py): one of n discrete actions (an int in
+# 0..n-1) or a vector of k floats within bounds
+ACTION_DISCRETE, ACTION_CONTINUOUS = "discrete", "continuous"
+ACTION_KINDS = (ACTION_DISCRETE, ACTION_CONTINUOUS)
+CARTPOLE_ACTIONS = 2  # push left (0), push right (1)
 
 # --- policy.npz ------------------------------------------------------------
 FORMAT_NAME = "reinforce-edge/policy"
@@ -75,9 +80,16 @@ SIGNATURE_DOMAIN_V2 = b"reinforce-edge/policy-signature/v2\x00"  # format 2: nev
 SIGNATURE_BYTES = 64  # Ed25519
 POLICY_FILE = "policy.npz"
 ONNX_FILE = "policy.onnx"
-ONNX_PROB_OUTPUT = (
-    "prob"  # p(action 1) in policy.onnx: format 1's one output, format 2's after action
-)
+# policy.onnx's interface (docs/export.md): input obs (N, obs_dim); format 1's one output
+# prob; format 2's outputs action, the greedy action, then its head's distribution
+ONNX_INPUT = "obs"
+ONNX_PROB_OUTPUT = "prob"  # p(action 1): format 1's one output, format 2 bernoulli's second
+ONNX_ACTION_OUTPUT = "action"
+ONNX_DISTRIBUTION_OUTPUTS = {
+    HEAD_BERNOULLI: ONNX_PROB_OUTPUT,
+    HEAD_CATEGORICAL: "probs",
+    HEAD_GAUSSIAN: "mean",
+}
 C_HEADER_FILE = "policy.h"
 MANIFEST_FILE = "manifest.json"
 

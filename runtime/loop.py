@@ -217,10 +217,13 @@ class ControlLoop:
             obs = self.plant.reset(self.seed)
             while self.stop_reason is None:
                 active = self.slot.active  # exactly once per decision: swaps land between
+                act = active.action
                 before = perf_ns()
-                probability = active.probability(obs)
+                if act is None:  # noqa: SIM108 - format 1's maths: greedy, as trainer eval and policy.h
+                    action = 1 if active.probability(obs) > 0.5 else 0
+                else:  # an int (discrete) or a float32 (k,) array (continuous)
+                    action = act(obs)
                 elapsed = perf_ns() - before
-                action = 1 if probability > 0.5 else 0  # greedy, as trainer eval and policy.h
                 episode_ns.append(elapsed)
                 stats.decision_ns.append(elapsed)
                 stats.decisions += 1
@@ -288,7 +291,7 @@ class ControlLoop:
         (or a stop request: the wait before it may have ended early for one)."""
         clock = self.clock
         if self.stop_reason is None and clock() < deadline:
-            self.slot.active.probability(obs)
+            self.slot.active.decide(obs)
         while clock() < deadline and self.stop_reason is None:
             pass
 

@@ -4,7 +4,9 @@
 - `sim`: CartPole-v1 in NumPy, step for step the same as Gymnasium's (same constants,
   Euler integration, thresholds, 500-step truncation and reset distribution for a seed);
 - `stdio`: a line protocol on stdin/stdout for a real plant behind a bridge (see `StdioPlant`);
-- `gym`: any Gymnasium environment with two discrete actions (imports gymnasium only then);
+  its sizes are the policy's;
+- `gym`: any Gymnasium environment with vector observations and Discrete(n) or Box(k) actions
+  (imports gymnasium only then);
 - `module:Class`: your own plant class (see `load_custom_plant` and docs/runtime.md, "Your own plant").
 """
 
@@ -23,8 +25,15 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 
-from runtime.constants import ENV_ID, OBS_DIM
+from runtime.constants import (
+    ACTION_CONTINUOUS,
+    ACTION_DISCRETE,
+    CARTPOLE_ACTIONS,
+    ENV_ID,
+    OBS_DIM,
+)
 from runtime.rng import Generator
+from runtime.spaces import MAX_PLANT_OBS_DIM, PlantSpace, space_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +52,10 @@ class PlantClosed(Exception):
 
 @runtime_checkable
 class Plant(Protocol):
-    """The interface the control loop drives; `obs_dim` must match the policy."""
+    """The interface the control loop drives; its space must match the policy
+    (`runtime.spaces`): `obs_dim`, and optionally `action_kind` ("discrete", the default, or
+    "continuous"), `action_dim` (n actions, default 2, or k floats) and, for continuous
+    actions, `action_low` / `action_high` (k bounds each; default unbounded)."""
 
     obs_dim: int
 
@@ -51,8 +63,9 @@ class Plant(Protocol):
         """Start an episode; return the first observation."""
         ...
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        """Apply `action` (0 or 1) for one period; return (observation, reward, episode over)."""
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool]:
+        """Apply `action` (an int in 0..n-1, or a float32 (k,) array) for one period; return
+        (observation, reward, episode over)."""
         ...
 
 
@@ -83,6 +96,7 @@ class CartPoleSim:
     """
 
     obs_dim = OBS_DIM
+    action_kind, action_dim = ACTION_DISCRETE, CARTPOLE_ACTIONS  # push left (0), right (1)
 
     def __init__(self) -> None:
         self.rng = Generator()
@@ -143,9 +157,11 @@ class StdioPlant:
     Protocol, one message per line (UTF-8, `\\n`-terminated, whitespace-separated fields):
 
     runtime -> bridge:  `reset`        start a new episode (the bridge may ignore it)
-                        `0` or `1`     the action for the current observation
-    bridge -> runtime:  `x v theta w`  an observation: 4 finite floats (optionally a 5th:
-                                       the reward of the last step, default 1)
+                        `2`            the action for the current observation: discrete, an
+                                       integer 0..n-1 (CartPole: `0` or `1`); continuous, k
+                                       floats `0.25 -1.5` ('%.9g': float32 round-trips)
+    bridge -> runtime:  `x v theta w`  an observation: obs_dim finite floats (optionally one
+                                       more: the reward of the last step, default 1)
                         `done`         the episode is over (after an action); the runtime
                                        answers `reset` and waits for the next observation
                         blank lines and lines starting with `#` are ignored
@@ -162,8 +178,22 @@ class StdioPlant:
         obs_dim: int = OBS_DIM,
         should_stop: Callable[[], bool] = lambda: False,
         poll_seconds: float = 0.1,
+        space: PlantSpace | None = None,
     ) -> None:
-        self.obs_dim = obs_dim
+        """`space` (the policy's, `runtime.spaces.space_for`) sets the sizes; without it,
+        `obs_dim` floats and CartPole's two actions."""
+        space = space or PlantSpace(obs_dim=obs_dim)
+        self.obs_dim, self.action_kind, self.action_dim = (
+            space.obs_dim,
+            space.action_kind,
+            space.action_dim,
+        )
+        self.action_low, self.action_high = space.action_low, space.action_high
+        obs_dim = space.obs_dim
+        # an action line per discrete action, made once; continuous ones are formatted
+        self._action_lines = (
+            None if space.continuous else [b"%d\n" % action for action in range(space.action_dim)]
+        )
         self.infile = infile
         self.outfile = outfile
         self.should_stop = should_stop
@@ -183,14 +213,20 @@ class StdioPlant:
                 return message[0]
             # a `done` before any observation closes nothing: keep waiting
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        self._write(b"1\n" if action == 1 else b"0\n")
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool]:
+        self._write(self._action_line(action))
         message = self._next_message()
         if message == "done":
             return self._last_obs, 1.0, True
         obs, reward = message
         self._last_obs = obs
         return obs, reward, False
+
+    def _action_line(self, action: Any) -> bytes:
+        if self._action_lines is not None:
+            return self._action_lines[action]
+        # '%.9g' of a float32 value reads back as that float32 (9 significant digits suffice)
+        return " ".join(f"{value:.9g}" for value in np.asarray(action).tolist()).encode() + b"\n"
 
     # -- parsing ---------------------------------------------------------------------
 
@@ -219,7 +255,7 @@ class StdioPlant:
         if len(fields) not in (self.obs_dim, self.obs_dim + 1):
             raise ValueError(
                 f"expected {self.obs_dim} floats (and optionally a reward) or 'done',"
-                f" got {_shorten(text)!r}"
+                f" got {len(fields)} fields: {_shorten(text)!r}"
             )
         if not all(DECIMAL.fullmatch(value) for value in fields):  # not Python's float()
             # syntax: it also takes "1_000", "infinity" and digits of every script
@@ -320,7 +356,10 @@ def _one_line(message: Any) -> str:
 
 
 class GymPlant:
-    """A Gymnasium environment with two discrete actions; gymnasium is imported only here."""
+    """A Gymnasium environment with vector observations (a 1-D Box) and Discrete(n) or 1-D
+    Box(k) actions, its space read from the environment; gymnasium is imported only here.
+    A discrete action i is the environment's `start + i`; a continuous one is passed as an
+    array of the action space's dtype."""
 
     def __init__(self, env_id: str = ENV_ID) -> None:
         try:
@@ -343,23 +382,45 @@ class GymPlant:
             finally:
                 for warning in caught:
                     log.warning("gymnasium: %s", _one_line(warning.message))
-        space, actions = self.env.observation_space, self.env.action_space
-        if not isinstance(actions, gymnasium.spaces.Discrete) or actions.n != 2:
+        try:
+            self._read_spaces(env_id, gymnasium.spaces)
+        except PlantError:
             self.env.close()
+            raise
+
+    def _read_spaces(self, env_id: str, spaces: Any) -> None:
+        observations, actions = self.env.observation_space, self.env.action_space
+        if not isinstance(observations, spaces.Box) or len(observations.shape) != 1:
             raise PlantError(
-                f"{env_id} has action space {actions}; the policy chooses between 2 actions"
+                f"{env_id} has observation space {observations}; the runtime needs a vector"
+                " (a 1-D Box)"
             )
-        if len(space.shape or ()) != 1:
-            self.env.close()
-            raise PlantError(f"{env_id} has observations of shape {space.shape}, expected a vector")
-        self.obs_dim = int(space.shape[0])
+        self.obs_dim = int(observations.shape[0])
+        self._start, self._dtype = 0, None
+        if isinstance(actions, spaces.Discrete):
+            self.action_kind, self.action_dim = ACTION_DISCRETE, int(actions.n)
+            self._start = int(actions.start)
+        elif isinstance(actions, spaces.Box) and len(actions.shape) == 1:
+            self.action_kind, self.action_dim = ACTION_CONTINUOUS, int(actions.shape[0])
+            self.action_low = tuple(float(bound) for bound in actions.low)
+            self.action_high = tuple(float(bound) for bound in actions.high)
+            self._dtype = actions.dtype
+        else:
+            raise PlantError(
+                f"{env_id} has action space {actions}; the runtime drives Discrete(n) or a"
+                " 1-D Box(k)"
+            )
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         obs, _ = self.env.reset(seed=seed)
         return np.asarray(obs, dtype=np.float32)
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        obs, reward, terminated, truncated, _ = self.env.step(int(action))
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool]:
+        if self._dtype is None:
+            action = self._start + int(action)
+        else:
+            action = np.asarray(action, dtype=self._dtype)
+        obs, reward, terminated, truncated, _ = self.env.step(action)
         return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated or truncated)
 
     def close(self) -> None:
@@ -373,8 +434,10 @@ def make_plant(
     stdin: Any = None,
     stdout: Any = None,
     should_stop: Callable[[], bool] = lambda: False,
+    space: PlantSpace | None = None,
 ) -> Plant:
-    """Build the plant named by the config (`sim`, `stdio` or `gym`)."""
+    """Build the plant named by the config (`sim`, `stdio` or `gym`); `space` is the stdio
+    plant's (the policy's sizes)."""
     if name == "sim":
         return CartPoleSim()
     if name == "stdio":
@@ -382,7 +445,7 @@ def make_plant(
             closed = "input" if stdin is None else "output"
             raise PlantError(f"the stdio plant talks to its bridge on standard input and output,"
                              f" but standard {closed} is closed")  # fmt: skip
-        return StdioPlant(stdin, stdout, should_stop=should_stop)
+        return StdioPlant(stdin, stdout, should_stop=should_stop, space=space)
     if name == "gym":
         return GymPlant(env_id)
     if ":" in name:
@@ -421,10 +484,14 @@ def load_custom_plant(reference: str) -> Plant:
             f"plant {reference} is not a plant: obs_dim = {plant.obs_dim!r}, expected an integer"
             f" in 1..{MAX_OBS_DIM} (the length of its observations)"
         )
-    return CheckedPlant(plant, reference, obs_dim)
+    try:
+        space = space_of(plant, f"plant {reference}")
+    except ValueError as error:
+        raise PlantError(f"{error} (see docs/runtime.md, Your own plant)") from None
+    return CheckedPlant(plant, reference, obs_dim, space)
 
 
-MAX_OBS_DIM = 1_000_000
+MAX_OBS_DIM = MAX_PLANT_OBS_DIM
 
 
 class CheckedPlant:
@@ -432,18 +499,27 @@ class CheckedPlant:
 
     An observation must hold `obs_dim` finite numbers within float32's range (any shape, any
     sequence), a reward a finite number, `done` a truth value: anything else is a `PlantError`
-    naming the plant, the method and what came back (exit 2). An exception raised inside the
+    naming the plant, the method and what came back (exit 2). Its space is what the plant
+    declares (`runtime.spaces.space_of`: CartPole's two discrete actions unless it says
+    otherwise); a continuous action handed to it must be `action_dim` finite floats. An exception raised inside the
     plant's own `reset`/`step` becomes a `PlantFailed` naming them (exit 1); `PlantClosed`
     (the plant ending the run) passes through.
     """
 
-    def __init__(self, plant: Any, name: str, obs_dim: int) -> None:
+    def __init__(
+        self, plant: Any, name: str, obs_dim: int, space: PlantSpace | None = None
+    ) -> None:
         self.plant, self.name, self.obs_dim = plant, name, obs_dim
+        space = space or PlantSpace(obs_dim=obs_dim)
+        self.action_kind, self.action_dim = space.action_kind, space.action_dim
+        self.action_low, self.action_high = space.action_low, space.action_high
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         return self._observation(self._call("reset", seed), "reset")
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool]:
+        if self.action_kind == ACTION_CONTINUOUS:
+            self._check_action(action)
         result = self._call("step", action)
         if not isinstance(result, (tuple, list)) or len(result) != 3:
             raise PlantError(
@@ -469,6 +545,16 @@ class CheckedPlant:
         close = getattr(self.plant, "close", None)
         if callable(close):
             close()
+
+    def _check_action(self, action: Any) -> None:
+        """A continuous action is `action_dim` finite float32 values (the loop's are; this
+        guards a plant driven by other code)."""
+        values = np.asarray(action)
+        if values.shape != (self.action_dim,) or not np.all(np.isfinite(values)):
+            raise PlantError(
+                f"plant {self.name}: step() was given the action {_shorten(repr(action))},"
+                f" expected {self.action_dim} finite floats (action_dim)"
+            )
 
     def _call(self, method: str, argument: Any) -> Any:
         try:

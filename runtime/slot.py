@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,10 +19,23 @@ from runtime.policy import Policy
 
 @dataclass(frozen=True, eq=False)  # compared by identity, as the loop's swaps are
 class ActivePolicy:
-    """A policy and its ready-to-call decision function (p(action 1) for one observation)."""
+    """A policy and its ready-to-call decision function for one observation: `probability`,
+    p(action 1), for format 1's maths (the loop acts 1 when it is > 0.5), or `action`, the
+    greedy action itself (an int, or a float32 (k,) array) for every other policy."""
 
     policy: Policy
-    probability: Callable[[np.ndarray], float]
+    probability: Callable[[np.ndarray], float] | None
+    action: Callable[[np.ndarray], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.probability is None) == (self.action is None):
+            raise ValueError("an active policy has either a probability or an action function")
+
+    def decide(self, obs: np.ndarray) -> Any:
+        """The greedy action (the loop inlines this; warm-up, tests and the bench call it)."""
+        if self.action is not None:
+            return self.action(obs)
+        return 1 if self.probability(obs) > 0.5 else 0
 
 
 class PolicySlot:

@@ -65,8 +65,12 @@ class StateStore:
         obs_dim: int = OBS_DIM,
         max_bytes: int = DEFAULT_MAX_POLICY_BYTES,
         public_key: Any = None,
+        space: Any = None,
     ) -> None:
+        """`space`: the plant's `runtime.spaces.PlantSpace`; a persisted policy that does not
+        fit it is ignored (None: only `obs_dim` is checked)."""
         self.directory = Path(directory)
+        self.space = space
         self.obs_dim = obs_dim
         self.max_bytes = max_bytes
         self.public_key = public_key
@@ -145,6 +149,10 @@ class StateStore:
         try:
             data = path.read_bytes()
             policy = parse_policy(data, max_bytes=self.max_bytes, obs_dim=self.obs_dim)
+            if self.space is not None:
+                from runtime.spaces import check_fits
+
+                check_fits(policy, self.space)  # a SpaceMismatch is a PolicyError
             if self.public_key is not None:
                 from runtime.signing import verify_policy
 

@@ -2,8 +2,8 @@
 
 Every payload is untrusted until `validate_update` returns, cheapest check first:
 size, zip structure, arrays, shapes and dtypes, finite values, meta and the plant's obs_dim
-(all in `runtime.policy.parse_policy`), then the Ed25519 signature, then whether this runtime
-can run it (`runtime.backends.check_runnable`: format 2's other heads not yet), then the version:
+(all in `runtime.policy.parse_policy`), then the Ed25519 signature, then whether it fits the
+running plant's action space (`runtime.spaces.check_fits`), then the version:
 refused when it was rolled back here, refused when not newer than the running one or older
 than the highest ever accepted (anti-rollback; the highest itself may be restored when a damaged
 current.npz lost it), and a quiet no-op when it is exactly the policy already running.
@@ -21,9 +21,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.backends import BackendError, check_runnable
 from runtime.constants import DEFAULT_MAX_POLICY_BYTES, OBS_DIM, RECENT_RETURNS
 from runtime.policy import Policy, PolicyError, parse_policy
+from runtime.spaces import PlantSpace, SpaceMismatch, check_fits
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +57,19 @@ class AlreadyRunning(Exception):
 
 @dataclass(frozen=True)
 class UpdateRules:
-    """What a device accepts: payload size, the plant's obs_dim, who must have signed it."""
+    """What a device accepts: payload size, the plant's space, who must have signed it.
+    `space` None is CartPole's two actions with `obs_dim`; given, its obs_dim is the one."""
 
     obs_dim: int = OBS_DIM
     max_bytes: int = DEFAULT_MAX_POLICY_BYTES
     public_key: Any = None  # Ed25519 public key; None only with allow_unsigned
     allow_unsigned: bool = False
+    space: PlantSpace | None = None
 
     def __post_init__(self) -> None:
+        if self.space is None:
+            object.__setattr__(self, "space", PlantSpace(obs_dim=self.obs_dim))
+        object.__setattr__(self, "obs_dim", self.space.obs_dim)
         if self.max_bytes < 1:
             raise ValueError(f"max payload bytes must be positive, got {self.max_bytes}")
         if self.public_key is None and not self.allow_unsigned:
@@ -101,8 +106,8 @@ def validate_update(
             "accepting an update without checking its signature (--insecure-allow-unsigned)"
         )
     try:
-        check_runnable(policy)
-    except BackendError as error:
+        check_fits(policy, rules.space)
+    except SpaceMismatch as error:
         raise UpdateRejected(str(error), policy.version) from None
     return _check_version(policy, current, highest_version, refused)
 

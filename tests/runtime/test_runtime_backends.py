@@ -12,6 +12,7 @@ from runtime.backends import BackendError, fused_decision, make_active, naive_de
 from runtime.cli import main
 from runtime.policy import (
     PolicySpec,
+    greedy_action,
     init_params,
     load_policy,
     make_meta,
@@ -157,19 +158,39 @@ def test_onnxruntime_with_a_corrupt_model_file(policy_path: Path, capsys) -> Non
     assert "onnxruntime cannot load it" in err and len(err.splitlines()) == 1
 
 
-def test_onnxruntime_backend_runs_a_format_2_bernoulli_graph(tmp_path: Path) -> None:
-    """Format 2's graph has `action` first; the backend reads p(action 1) by its name."""
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PolicySpec(hidden=8, obs_dim=4),
+        PolicySpec(hidden=16, obs_dim=5, activation="tanh", head="categorical", action_dim=3),
+        PolicySpec(
+            hidden=12,
+            obs_dim=3,
+            head="gaussian",
+            action_dim=2,
+            action_low=(-1, -2),
+            action_high=(1, 0.5),
+        ),
+    ],
+    ids=lambda spec: spec.head,
+)
+def test_onnxruntime_backend_runs_the_exporters_format_2_graphs(
+    tmp_path: Path, spec: PolicySpec
+) -> None:
+    """The real exporter's graph (action first, then prob/probs/mean) on the device: its
+    actions are runtime.policy's greedy ones."""
     pytest.importorskip("onnxruntime")
     from export.onnx_graph import build_onnx
 
-    spec = PolicySpec(hidden=8, obs_dim=4)
-    params = init_params(8, np.random.default_rng(4), spec=spec)
+    rng = np.random.default_rng(4)
+    params = init_params(spec.hidden, rng, spec=spec, biases=True, normaliser=True)
+    params["b1"] = rng.standard_normal(spec.hidden)
+    params["obs_mean"] = rng.standard_normal(spec.obs_dim)
     data = policy_bytes(params, make_meta(spec=spec, version=3))
     (tmp_path / "policy.npz").write_bytes(data)
     (tmp_path / "policy.onnx").write_bytes(build_onnx(parse_policy(data), "test"))
     policy = load_policy(tmp_path / "policy.npz")
     active = make_active(policy, "onnxruntime", tmp_path / "policy.npz")
-    for obs in np.random.default_rng(5).standard_normal((50, 4)).astype(np.float32):
-        assert active.probability(obs) == pytest.approx(
-            fused_decision(policy.params)(obs), abs=1e-6
-        )
+    for obs in rng.standard_normal((50, spec.obs_dim)).astype(np.float32):
+        expected = greedy_action(policy.params, obs.astype(np.float64), spec)
+        np.testing.assert_allclose(active.action(obs), expected, atol=1e-6)

@@ -50,6 +50,17 @@ def test_only_one_section_runs_and_is_reported(bench, tmp_path: Path, capsys) ->
     printed = capsys.readouterr().out
     assert "== loop jitter" in printed
     assert "== cold start" not in printed and "== decision latency" not in printed
+    assert "== decision latency per head" not in printed
     results = json.loads(out.read_text())
     assert results["latency"] is None and results["cold_start"] is None
     assert results["jitter"]["steps"] >= 10
+
+
+def test_the_heads_section_runs_and_is_reported(bench, capsys) -> None:
+    rows = bench.bench_heads(quick=True)
+    assert {(r["obs_dim"], r["hidden"], r["candidate"]) for r in rows} == {
+        (o, h, c) for o, h in bench.HEAD_SIZES for c in bench.HEAD_CANDIDATES
+    }
+    assert all(r["median_us"] > 0 and r["p99_us"] > 0 and r["ratio"] > 0 for r in rows)
+    bench.print_heads(rows)
+    assert "worst ratio to format 1 bernoulli" in capsys.readouterr().out

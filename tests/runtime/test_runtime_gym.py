@@ -1,4 +1,5 @@
-"""The gym plant: any Gymnasium id with two actions; gymnasium imported only for it."""
+"""The gym plant: any Gymnasium id with vector observations and Discrete(n) or Box(k) actions;
+gymnasium imported only for it (format 2's envs: test_runtime_format2.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def test_gym_plant_runs_cartpole(policy_path: Path, capsys) -> None:
     ("env_id", "message"),
     [
         ("NoSuchEnv-v0", "cannot make Gymnasium environment 'NoSuchEnv-v0'"),
-        ("Acrobot-v1", "Acrobot-v1 has action space Discrete(3); the policy chooses between 2"),
+        ("Blackjack-v1", "Blackjack-v1 has observation space Tuple("),
+        ("Acrobot-v1", "W1 has shape (8, 4), expected (hidden, 6)"),  # format 1 observes 4
     ],
 )
 def test_gym_plant_refuses_unusable_environments(policy_path, capsys, env_id, message) -> None:
