@@ -65,7 +65,7 @@ from runtime.policy import (
     sigmoid,
     softmax,
 )
-from trainer.config import TrainConfig, solve_target
+from trainer.config import TrainConfig, numpy_vector_env, solve_target
 from trainer.reinforce import (
     adam_step,
     batch_advantages,
@@ -267,12 +267,23 @@ class Slots:
     env_steps: int = 0
 
 
-def open_slots(config: TrainConfig, width: int, rng: np.random.Generator) -> Slots:
+def make_vector_env(config: TrainConfig, width: int) -> Any:
+    """`width` environments of config.env: this package's NumPy vector env where it has one
+    (trainer/acrobot.py, make_vec's sync env bit for bit), else gymnasium.make_vec."""
+    if numpy_vector_env(config):
+        from trainer.acrobot import AcrobotVectorEnv
+
+        return AcrobotVectorEnv(width)
     import gymnasium as gym
-    from gymnasium.vector import AutoresetMode
 
     # vectorization_mode None: the env's vector entry point where it has one, else sync
-    envs = gym.make_vec(config.env, num_envs=width)
+    return gym.make_vec(config.env, num_envs=width)
+
+
+def open_slots(config: TrainConfig, width: int, rng: np.random.Generator) -> Slots:
+    from gymnasium.vector import AutoresetMode
+
+    envs = make_vector_env(config, width)
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
         envs.close()
