@@ -51,49 +51,76 @@ _TORQUES = np.array(AVAIL_TORQUE)
 
 def square(x: np.ndarray) -> np.ndarray:
     """x**2 as Gymnasium gets it on a float64 scalar: pow(x, 2), not x * x (module docstring)."""
-    return np.float_power(x, 2.0)
+    return np.float_power(x, _TWO)
 
 
 def derivatives(state: np.ndarray, torque: np.ndarray) -> np.ndarray:
-    """d state / dt (4, N): AcrobotEnv._dsdt, 'book' dynamics, operation for operation."""
-    m1, m2, l1 = LINK_MASS_1, LINK_MASS_2, LINK_LENGTH_1
-    lc1, lc2, i1, i2, g = LINK_COM_POS_1, LINK_COM_POS_2, LINK_MOI, LINK_MOI, GRAVITY
+    """d state / dt (4, N): AcrobotEnv._dsdt, 'book' dynamics, operation for operation (its
+    constant factors folded as Python folds them there, below)."""
     theta1, theta2, dtheta1, dtheta2 = state
     cos2, sin2 = np.cos(theta2), np.sin(theta2)
-    d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * cos2) + i1 + i2
-    d2 = m2 * (lc2**2 + l1 * lc2 * cos2) + i2
-    phi2 = m2 * lc2 * g * np.cos(theta1 + theta2 - math.pi / 2.0)
+    d1 = _D1_LINK_1 + _MASS_2 * (_D1_LENGTHS + _D1_COUPLING * cos2) + _INERTIA + _INERTIA
+    d2 = _MASS_2 * (_D2_LENGTH + _D2_COUPLING * cos2) + _INERTIA
+    phi2 = _PHI2_WEIGHT * np.cos(theta1 + theta2 - _HALF_PI)
     phi1 = (
-        -m2 * l1 * lc2 * square(dtheta2) * sin2
-        - 2 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
-        + (m1 * lc1 + m2 * l1) * g * np.cos(theta1 - math.pi / 2)
+        _PHI1_CENTRIFUGAL * square(dtheta2) * sin2
+        - _PHI1_CORIOLIS * dtheta2 * dtheta1 * sin2
+        + _PHI1_WEIGHT * np.cos(theta1 - _HALF_PI)
         + phi2
     )
-    ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * square(dtheta1) * sin2 - phi2) / (
-        m2 * lc2**2 + i2 - square(d2) / d1
+    ddtheta2 = (torque + d2 / d1 * phi1 - _DD2_CENTRIFUGAL * square(dtheta1) * sin2 - phi2) / (
+        _DD2_INERTIA - square(d2) / d1
     )
-    ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
-    return np.stack((dtheta1, dtheta2, ddtheta1, ddtheta2))
+    rates = np.empty_like(state)  # faster than np.stack
+    rates[:2] = state[2:]
+    rates[2] = -(d2 * ddtheta2 + phi1) / d1
+    rates[3] = ddtheta2
+    return rates
+
+
+# _dsdt's constant factors: Gymnasium's expressions, evaluated left to right as Python
+# evaluates them there (so the same floats), as 0-d float64 arrays (NumPy multiplies an array
+# by them faster than by Python floats, the same bits out: trainer/cartpole.py).
+_M1, _M2, _L1 = LINK_MASS_1, LINK_MASS_2, LINK_LENGTH_1
+_LC1, _LC2, _I, _G = LINK_COM_POS_1, LINK_COM_POS_2, LINK_MOI, GRAVITY
+_MASS_2 = np.array(_M2)  # m2
+_INERTIA = np.array(_I)  # I1 and I2
+_D1_LINK_1 = np.array(_M1 * _LC1**2)  # m1 * lc1**2
+_D1_LENGTHS = np.array(_L1**2 + _LC2**2)  # l1**2 + lc2**2
+_D1_COUPLING = np.array(2 * _L1 * _LC2)  # 2 * l1 * lc2, times cos(theta2)
+_D2_LENGTH = np.array(_LC2**2)  # lc2**2
+_D2_COUPLING = np.array(_L1 * _LC2)  # l1 * lc2, times cos(theta2)
+_PHI2_WEIGHT = np.array(_M2 * _LC2 * _G)  # m2 * lc2 * g
+_HALF_PI = np.array(math.pi / 2.0)  # pi / 2.0 and pi / 2
+_PHI1_CENTRIFUGAL = np.array(-_M2 * _L1 * _LC2)  # -m2 * l1 * lc2, times dtheta2**2
+_PHI1_CORIOLIS = np.array(2 * _M2 * _L1 * _LC2)  # 2 * m2 * l1 * lc2, times dtheta2 * dtheta1
+_PHI1_WEIGHT = np.array((_M1 * _LC1 + _M2 * _L1) * _G)  # (m1 * lc1 + m2 * l1) * g
+_DD2_CENTRIFUGAL = np.array(_M2 * _L1 * _LC2)  # m2 * l1 * lc2, times dtheta1**2
+_DD2_INERTIA = np.array(_M2 * _LC2**2 + _I)  # m2 * lc2**2 + I2
+_TWO = np.array(2.0)
 
 
 def rk4(state: np.ndarray, torque: np.ndarray) -> np.ndarray:
-    """One step of Gymnasium's `rk4` over [0, DT]. Gymnasium carries the torque as a fifth
-    state variable of derivative 0.0: it stays the same, so here it is an argument."""
-    dt = DT  # rk4's t[1] - t[0], t = [0, dt]
-    dt2 = dt / 2.0
+    """One step of Gymnasium's `rk4` over t = [0, DT] (its dt = t[1] - t[0] = DT). Gymnasium
+    carries the torque as a fifth state variable of derivative 0.0: it stays the same, so
+    here it is an argument."""
     k1 = derivatives(state, torque)
-    k2 = derivatives(state + dt2 * k1, torque)
-    k3 = derivatives(state + dt2 * k2, torque)
-    k4 = derivatives(state + dt * k3, torque)
-    return state + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+    k2 = derivatives(state + _HALF_DT * k1, torque)
+    k3 = derivatives(state + _HALF_DT * k2, torque)
+    k4 = derivatives(state + _DT * k3, torque)
+    return state + _SIXTH_DT * (k1 + _TWO * k2 + _TWO * k3 + k4)
+
+
+# rk4's dt, dt2 = dt / 2.0 and dt / 6.0 (0-d arrays: as above)
+_DT, _HALF_DT, _SIXTH_DT = np.array(DT), np.array(DT / 2.0), np.array(DT / 6.0)
 
 
 def wrap(x: np.ndarray, low: float, high: float) -> np.ndarray:
     """Gymnasium's `wrap`: shift by high - low until low <= x <= high."""
     diff = high - low
-    while np.any(above := x > high):
+    while np.count_nonzero(above := x > high):  # faster than np.any on a small array
         x = np.where(above, x - diff, x)
-    while np.any(below := x < low):
+    while np.count_nonzero(below := x < low):
         x = np.where(below, x + diff, x)
     return x
 
@@ -116,9 +143,11 @@ def next_state(state: np.ndarray, torque: np.ndarray) -> np.ndarray:
 def observe(state: np.ndarray) -> np.ndarray:
     """The observations (N, 6) float32 of a (4, N) state, float64 or float32 (a reset one:
     its trigonometry in float32, as Gymnasium's)."""
-    theta1, theta2, dtheta1, dtheta2 = state
-    columns = (np.cos(theta1), np.sin(theta1), np.cos(theta2), np.sin(theta2), dtheta1, dtheta2)
-    return np.stack(columns, axis=1).astype(np.float32)
+    obs = np.empty((state.shape[1], OBS_DIM), dtype=np.float32)
+    obs[:, 0:4:2] = np.cos(state[:2]).T  # cast to float32 as np.array(..., dtype=float32)
+    obs[:, 1:4:2] = np.sin(state[:2]).T
+    obs[:, 4:] = state[2:].T
+    return obs
 
 
 def terminal(state: np.ndarray) -> np.ndarray:
@@ -191,7 +220,7 @@ class AcrobotVectorEnv:
         self.elapsed += 1
         truncated = self.elapsed >= MAX_EPISODE_STEPS
         resetting = self.autoreset
-        if resetting.any():
+        if np.count_nonzero(resetting):
             fresh = np.empty((4, self.num_envs), dtype=np.float32)
             for index in np.flatnonzero(resetting).tolist():
                 fresh[:, index] = self._initial_state(index, None, (RESET_LOW, RESET_HIGH))
