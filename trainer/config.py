@@ -4,7 +4,8 @@
 user's module first). CartPole-v1 with the format-1 policy (relu, no biases, no normaliser,
 RMSProp) trains on the flow of trainer/train.py: the NumPy fast path, or with backend
 gymnasium and one environment the article's set-up. Everything else trains on
-trainer/gym_train.py's generic flow over `gymnasium.make_vec`.
+trainer/gym_train.py's generic flow over `gymnasium.make_vec`, or for Acrobot-v1 (backend auto
+or numpy) over trainer/acrobot.py's NumPy vector env, Gymnasium's bit for bit.
 """
 
 from __future__ import annotations

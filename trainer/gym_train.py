@@ -15,7 +15,8 @@ from the spaces (`spec_from_spaces`):
     MultiDiscrete, MultiBinary, Text, Discrete with start != 0: refused
 
 Episodes: `width` = min(num_envs, batch) environments of make_vec (the env's own vector entry
-point where it has one, else sync), stepped in lock-step by one batched forward pass.
+point where it has one, else sync; Acrobot-v1 on backend auto or numpy: trainer/acrobot.py,
+the same bits), stepped in lock-step by one batched forward pass.
 Gymnasium 1.x autoresets: in NEXT_STEP mode (the default) the step after an episode's end
 only resets that environment (its action is ignored, reward 0): it is not a transition and
 is never learnt from; in SAME_STEP mode the step returns the next episode's first
