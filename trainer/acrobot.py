@@ -192,7 +192,9 @@ class AcrobotVectorEnv:
         self, *, seed: int | list[int | None] | None = None, options: dict | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start every environment afresh: SyncVectorEnv.reset (options "low"/"high" as
-        AcrobotEnv's reset bounds)."""
+        AcrobotEnv's reset bounds; its partial "reset_mask" is not implemented)."""
+        if options is not None and "reset_mask" in options:
+            raise NotImplementedError("AcrobotVectorEnv resets every environment: no reset_mask")
         if seed is None or isinstance(seed, int):
             seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
         else:

@@ -74,6 +74,8 @@ def test_reset_seeds_lists_and_bounds_as_gymnasium() -> None:
     reference.close()
     with pytest.raises(ValueError, match="2 seeds for 3 environments"):
         mine.reset(seed=[1, 2])
+    with pytest.raises(NotImplementedError, match="no reset_mask"):
+        mine.reset(options={"reset_mask": np.ones(3, dtype=bool)})
 
 
 def test_spaces_and_autoreset_mode_as_gymnasium() -> None:
