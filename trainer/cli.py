@@ -28,6 +28,7 @@ from trainer.config import (
     TrainConfig,
     cartpole_flow,
     from_dict,
+    numpy_vector_env,
     preset,
     solve_target,
 )
@@ -322,7 +323,7 @@ def _train_and_save_interruptible(
         from trainer.gym_train import new_env_state
 
         state = state or new_env_state(config, info)
-        backend = "gymnasium.make_vec"
+        backend = "numpy" if numpy_vector_env(config) else "gymnasium.make_vec"
     log.info("training into %s (seed %d, %s on %s)", out, config.seed, config.env, backend)
     progress = _Progress(config, quiet=args.quiet)
     interrupted = False

@@ -4,7 +4,8 @@
 user's module first). CartPole-v1 with the format-1 policy (relu, no biases, no normaliser,
 RMSProp) trains on the flow of trainer/train.py: the NumPy fast path, or with backend
 gymnasium and one environment the article's set-up. Everything else trains on
-trainer/gym_train.py's generic flow over `gymnasium.make_vec`.
+trainer/gym_train.py's generic flow over `gymnasium.make_vec`, or for Acrobot-v1 (backend auto
+or numpy) over trainer/acrobot.py's NumPy vector env, Gymnasium's bit for bit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MAX_LR = 1.0  # RMSProp's step is about lr per weight: larger only diverges
 MAX_RETURN = 500.0  # CartPole-v1's time limit: the most an episode can return
 CARTPOLE_THRESHOLD = 475.0  # CartPole-v1's spec.reward_threshold, here without gymnasium
 MAX_ENV_ID = 256  # characters of an env id (Gymnasium's ids are a few dozen)
+# envs with a NumPy vector env of the generic flow, Gymnasium's bit for bit (trainer/acrobot.py)
+NUMPY_VECTOR_ENVS = ("Acrobot-v1",)
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,11 @@ class TrainConfig:
     backend: str = field(
         default="auto",
         metadata={
-            "help": "numpy: this package's vectorised CartPole-v1 (Gymnasium's dynamics bit for"
-            " bit; relu, no biases, no normaliser, rmsprop); gymnasium: Gymnasium's"
-            " environments (CartPole-v1 with --num-envs 1: gymnasium.make, the article's"
-            " set-up; else gymnasium.make_vec); auto: numpy where it applies, else gymnasium",
+            "help": "numpy: this package's vectorised environments, Gymnasium's dynamics bit"
+            " for bit: CartPole-v1 (relu, no biases, no normaliser, rmsprop) and Acrobot-v1;"
+            " gymnasium: Gymnasium's environments (CartPole-v1 with --num-envs 1:"
+            " gymnasium.make, the article's set-up; else gymnasium.make_vec); auto: numpy"
+            " where it applies, else gymnasium",
             "choices": BACKENDS,
         },
     )
@@ -184,12 +188,13 @@ class TrainConfig:
             raise ValueError(
                 f"env must be a Gymnasium id of 1..{MAX_ENV_ID} printable characters, got {env!r}"
             )
-        if self.backend == "numpy" and not cartpole_flow(self):
+        if self.backend == "numpy" and not (cartpole_flow(self) or numpy_vector_env(self)):
             raise ValueError(
                 f"backend numpy is the NumPy CartPole-v1 (env {ENV_ID}, activation relu, biases"
-                " and normaliser false, optimizer rmsprop), got env"
-                f" {env}, activation {self.activation}, biases {self.biases}, normaliser"
-                f" {self.normaliser}, optimizer {self.optimizer}; use --backend gymnasium or auto"
+                " and normaliser false, optimizer rmsprop) or the NumPy"
+                f" {', '.join(NUMPY_VECTOR_ENVS)}, got env {env}, activation {self.activation},"
+                f" biases {self.biases}, normaliser {self.normaliser}, optimizer"
+                f" {self.optimizer}; use --backend gymnasium or auto"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +214,12 @@ def cartpole_flow(config: TrainConfig) -> bool:
     if config.env != ENV_ID or not is_format_1(config):
         return False
     return config.backend != "gymnasium" or config.num_envs == 1
+
+
+def numpy_vector_env(config: TrainConfig) -> bool:
+    """The generic flow (trainer/gym_train.py) steps this config's env on this package's NumPy
+    vector env (NUMPY_VECTOR_ENVS, Gymnasium's bit for bit), not on gymnasium.make_vec."""
+    return config.env in NUMPY_VECTOR_ENVS and config.backend != "gymnasium"
 
 
 def solve_target(config: TrainConfig, threshold: float | None = None) -> float:

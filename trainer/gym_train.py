@@ -15,7 +15,8 @@ from the spaces (`spec_from_spaces`):
     MultiDiscrete, MultiBinary, Text, Discrete with start != 0: refused
 
 Episodes: `width` = min(num_envs, batch) environments of make_vec (the env's own vector entry
-point where it has one, else sync), stepped in lock-step by one batched forward pass.
+point where it has one, else sync; Acrobot-v1 on backend auto or numpy: trainer/acrobot.py,
+the same bits), stepped in lock-step by one batched forward pass.
 Gymnasium 1.x autoresets: in NEXT_STEP mode (the default) the step after an episode's end
 only resets that environment (its action is ignored, reward 0): it is not a transition and
 is never learnt from; in SAME_STEP mode the step returns the next episode's first
@@ -65,7 +66,7 @@ from runtime.policy import (
     sigmoid,
     softmax,
 )
-from trainer.config import TrainConfig, solve_target
+from trainer.config import TrainConfig, numpy_vector_env, solve_target
 from trainer.reinforce import (
     adam_step,
     batch_advantages,
@@ -267,12 +268,23 @@ class Slots:
     env_steps: int = 0
 
 
-def open_slots(config: TrainConfig, width: int, rng: np.random.Generator) -> Slots:
+def make_vector_env(config: TrainConfig, width: int) -> Any:
+    """`width` environments of config.env: this package's NumPy vector env where it has one
+    (trainer/acrobot.py, make_vec's sync env bit for bit), else gymnasium.make_vec."""
+    if numpy_vector_env(config):
+        from trainer.acrobot import AcrobotVectorEnv
+
+        return AcrobotVectorEnv(width)
     import gymnasium as gym
-    from gymnasium.vector import AutoresetMode
 
     # vectorization_mode None: the env's vector entry point where it has one, else sync
-    envs = gym.make_vec(config.env, num_envs=width)
+    return gym.make_vec(config.env, num_envs=width)
+
+
+def open_slots(config: TrainConfig, width: int, rng: np.random.Generator) -> Slots:
+    from gymnasium.vector import AutoresetMode
+
+    envs = make_vector_env(config, width)
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
         envs.close()

@@ -278,7 +278,7 @@ def test_an_old_config_maps_its_env_to_the_backend() -> None:
     with pytest.raises(ValueError, match=r"target_return must be a number in \(0.0, 500.0\]"):
         TrainConfig(target_return=-100.0)  # CartPole-v1 pays 1..500
     with pytest.raises(ValueError, match="backend numpy is the NumPy CartPole-v1"):
-        TrainConfig(env="Acrobot-v1", backend="numpy")
+        TrainConfig(env="MountainCar-v0", backend="numpy")
 
 
 def test_eval_refuses_an_env_that_does_not_render_or_is_gone(
