@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# command -> Debian package that provides it
+# command -> the Debian packages that provide it
 declare -A NEEDED=(
     [mosquitto]=mosquitto
     [mosquitto_sub]=mosquitto-clients
@@ -12,10 +12,15 @@ declare -A NEEDED=(
     [shellcheck]=shellcheck
     [systemd-analyze]=systemd
     [gcc]=gcc
+    [nats-server]=nats-server  # the 3-node cluster of the broker conformance tests
+    [arm-none-eabi-gcc]="gcc-arm-none-eabi libnewlib-arm-none-eabi"  # bench/export.py's Cortex-M sizes
 )
 missing=()
 for tool in "${!NEEDED[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${NEEDED[$tool]}")
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        read -ra packages <<<"${NEEDED[$tool]}"
+        missing+=("${packages[@]}")
+    fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
