@@ -62,8 +62,10 @@ ENV_CONFIGS: dict[str, dict[str, Any]] = {
         "activation": "tanh",
         "biases": True,
         "normaliser": True,
-        "optimizer": "rmsprop",
-        "lr": 0.02,
+        # seeds 0-4: Adam at 0.01 median 117k steps and 4.5 s to solve; RMSProp at 0.02 166k
+        # and 6.6 s; Adam at 0.02 142k; RMSProp at 0.03 229k
+        "optimizer": "adam",
+        "lr": 0.01,
         "batch": 8,
         "num_envs": 8,
         "gamma": 0.95,  # 0.99: 416k steps to solve seed 0, 0.95: 131k
