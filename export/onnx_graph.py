@@ -134,14 +134,10 @@ def _format_1_model(policy: Policy, tool_version: str, compute: str) -> Any:
         initializer=initializers,
         doc_string="prob = sigmoid(W2 . relu(W1 obs)), no biases",
     )
-    model = helper.make_model(
+    model = _model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name=PRODUCER,
-        producer_version=tool_version,
-        domain="reinforce-edge",
-        doc_string=f"reinforce-edge policy version {policy.version}, hidden {policy.hidden}, "
+        tool_version,
+        f"reinforce-edge policy version {policy.version}, hidden {policy.hidden}, "
         f"from policy.npz sha256 {policy.sha256}",
     )
     if policy.version <= np.iinfo(np.int64).max:
@@ -287,14 +283,10 @@ def _format_2_model(policy: Policy, tool_version: str, compute: str) -> Any:
         initializer=graph.initializers,
         doc_string=_formula(policy),
     )
-    model = helper.make_model(
+    model = _model(
         graph_proto,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name=PRODUCER,
-        producer_version=tool_version,
-        domain="reinforce-edge",
-        doc_string=f"reinforce-edge policy version {policy.version} (format 2, {spec.head} head,"
+        tool_version,
+        f"reinforce-edge policy version {policy.version} (format 2, {spec.head} head,"
         f" {spec.activation}, obs_dim {spec.obs_dim}, hidden {spec.hidden}, action_dim"
         f" {spec.action_dim}), from policy.npz sha256 {policy.sha256}",
     )
@@ -383,3 +375,18 @@ def _formula(policy: Policy) -> str:
     if spec.head == HEAD_CATEGORICAL:
         return f"probs = softmax({output}); action = argmax(probs)"
     return f"mean = {output}; action = clip(mean, action_low, action_high)"
+
+
+def _model(graph: Any, tool_version: str, doc_string: str) -> Any:
+    """The model around a graph: opset, IR version, producer, domain (both formats alike)."""
+    from onnx import helper
+
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name=PRODUCER,
+        producer_version=tool_version,
+        domain="reinforce-edge",
+        doc_string=doc_string,
+    )
