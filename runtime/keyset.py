@@ -10,7 +10,8 @@ a key trusted before the change, replaces the whole set:
 B64 is standard base64 (with padding) of a key's 32 raw bytes, KEY_ID the first 16 hex digits
 of their sha256. The signature covers KEYSET_SIGNATURE_DOMAIN followed by the canonical JSON
 (sorted keys, separators `,` `:`, ASCII) of every field but `signature`. The version must be
-newer than the applied one (anti-rollback); revocation is cumulative and permanent: a revoked
+newer than the applied one (anti-rollback; an older one is refused before its signature is
+looked at, the one applied last is a quiet no-op); revocation is cumulative and permanent: a revoked
 key is never trusted again, whatever a later message lists. The result is persisted as
 STATE_DIR/keys.json (atomically, `runtime.policy.atomic_write`) and overrides the configured
 keys from then on.
@@ -313,6 +314,19 @@ def apply_keys_message(data: bytes, current: KeySet | None) -> KeySet:
     version = message.version
     if current is None:
         raise UpdateRejected("this device trusts no key: it cannot check a keys message", version)
+    # the version first: a replayed or retained old message is old news (Stale, quiet when
+    # retained) whoever signed it, and the one applied last (same bytes) is a no-op
+    if message.sha256 == current.sha256:
+        raise AlreadyRunning()
+    if version < current.version:
+        raise Stale(
+            f"keys version {version} is not newer than version {current.version} (anti-rollback)",
+            version,
+        )
+    if version == current.version:
+        raise UpdateRejected(
+            f"keys version {version} is already applied with other content", version
+        )
     if message.signer in current.revoked_ids:
         raise UpdateRejected(f"keys message signed by revoked key {message.signer}", version)
     by_id = dict(zip(current.ids, current.keys, strict=True))
@@ -325,17 +339,6 @@ def apply_keys_message(data: bytes, current: KeySet | None) -> KeySet:
     if not _verifies(by_id[message.signer], message.signature, message.signed):
         raise UpdateRejected(
             f"signature check failed: the keys message does not match signer {message.signer}",
-            version,
-        )
-    if version == current.version:
-        if message.sha256 == current.sha256:
-            raise AlreadyRunning()
-        raise UpdateRejected(
-            f"keys version {version} is already applied with other content", version
-        )
-    if version < current.version:
-        raise Stale(
-            f"keys version {version} is not newer than version {current.version} (anti-rollback)",
             version,
         )
     return _successor(message, current)
