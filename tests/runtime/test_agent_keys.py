@@ -260,3 +260,51 @@ def test_a_start_with_only_a_revoked_policy_is_refused_in_one_line(tmp_path, bro
     assert process.process.wait(timeout=30) == 2
     lines = [line for line in process.log().splitlines() if "error" in line]
     assert len(lines) == 1 and "signed by revoked key" in lines[0], process.log()
+
+
+# --- fault injection: a disk that refuses the key set, a power cut mid-write ------------------
+
+
+def test_a_key_set_the_disk_refuses_is_rejected_and_changes_nothing(tmp_path, broker, trio):
+    import errno
+
+    from tests.ota_support import Device
+
+    (a, a_pub), (c, _) = trio["a"], trio["b"]
+    watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    device = Device(tmp_path, broker.port, a, a_pub)
+    try:
+
+        def disk_full(keyset) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        device.store.commit_keyset = disk_full
+        k1 = make_keys_message(1, [raw(c)], [raw(a)], a)
+        watcher.publish(f"{PREFIX}/devices/dev-1/keys", k1)
+        status = watcher.wait_for(update_result(hashlib.sha256(k1).hexdigest()))
+        assert status["last_update"]["result"] == "rejected"
+        assert "cannot persist the key set" in status["last_update"]["reason"]
+        assert status["keys_version"] == 0 and not device.store.keys_path.exists()
+        good = signed_policy(6, a)  # the old key still signs
+        watcher.publish(f"{PREFIX}/devices/dev-1/policy", good)
+        status = watcher.wait_for(update_result(hashlib.sha256(good).hexdigest()))
+        assert status["last_update"]["result"] == "applied"
+    finally:
+        device.stop()
+        watcher.close()
+
+
+def test_a_power_cut_mid_write_leaves_the_previous_key_set(tmp_path, trio):
+    from runtime.state import StateStore
+
+    (a, _), (c, _) = trio["a"], trio["b"]
+    store = StateStore(tmp_path / "state", public_key=KeySet((raw(a),)))
+    store.load()
+    first = apply_keys_message(make_keys_message(1, [raw(c)], [raw(a)], a), store.public_key)
+    store.commit_keyset(first)
+    half = keyset_state_bytes(KeySet((raw(a),), (), 2, "1" * 64))[:40]
+    (store.directory / ".keys.json.x1y2.tmp").write_bytes(half)  # the cut: only the temporary
+    again = StateStore(store.directory, public_key=KeySet((raw(a),)))
+    again.load()
+    assert again.public_key == first
+    assert not list(store.directory.glob(".*.tmp"))
