@@ -36,7 +36,9 @@ from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
     TOPIC_ALL_STATUS,
+    TOPIC_DEVICE_KEYS,
     TOPIC_DEVICE_POLICY,
+    TOPIC_FLEET_KEYS,
     TOPIC_FLEET_POLICY,
     TOPIC_PREFIX_PATTERN,
 )
@@ -56,6 +58,19 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Where `push` publishes and the status field that says a device already has it."""
+
+    device: str = TOPIC_DEVICE_POLICY
+    fleet: str = TOPIC_FLEET_POLICY
+    running: str = "policy_sha256"
+
+
+POLICY_TOPICS = Topics()
+KEYS_TOPICS = Topics(TOPIC_DEVICE_KEYS, TOPIC_FLEET_KEYS, "keys_sha256")
 
 
 @dataclass
@@ -170,12 +185,15 @@ def _looks_like_status(body: Any) -> bool:
     )
 
 
-def _verdict(body: dict[str, Any], sha256: str, retained: bool) -> tuple[str, str] | None:
-    """(result, reason) when this status answers for the file with `sha256`, else None."""
+def _verdict(
+    body: dict[str, Any], sha256: str, retained: bool, running: str = "policy_sha256"
+) -> tuple[str, str] | None:
+    """(result, reason) when this status answers for the file with `sha256`, else None;
+    `running` is the status field naming what the device runs (its keys: keys_sha256)."""
     last = body.get("last_update") or {}
     if not retained and last.get("sha256") == sha256:
         return str(last.get("result")), str(last.get("reason") or "")
-    if body.get("policy_sha256") == sha256 and body.get("state") == "online":
+    if body.get(running) == sha256 and body.get("state") == "online":
         return "applied", "" if not retained else "already running this version"
     return None
 
@@ -188,6 +206,7 @@ def push(
     fleet: bool = False,
     prefix: str = DEFAULT_TOPIC_PREFIX,
     timeout: float = 10.0,
+    where: Topics = POLICY_TOPICS,
 ) -> list[Outcome]:
     """Publish `data` and wait (up to `timeout` s) for each target's answer."""
     sha256 = hashlib.sha256(data).hexdigest()
@@ -212,7 +231,7 @@ def push(
             outcome = outcomes.get(device)
             if outcome is None or outcome.seconds is not None:
                 return
-            verdict = _verdict(body, sha256, retained)
+            verdict = _verdict(body, sha256, retained, where.running)
             if verdict is not None:
                 outcome.result, outcome.reason = verdict
                 outcome.seconds = time.monotonic() - started
@@ -223,11 +242,11 @@ def push(
                 if device in known:
                     on_status(device, known[device], True)
         if fleet:
-            topic = TOPIC_FLEET_POLICY.format(prefix=prefix)
+            topic = where.fleet.format(prefix=prefix)
             board.client.publish(topic, data, qos=1, retain=True)
         else:
             for device in targets:
-                topic = TOPIC_DEVICE_POLICY.format(prefix=prefix, device_id=device)
+                topic = where.device.format(prefix=prefix, device_id=device)
                 board.client.publish(topic, data, qos=1)
         deadline = started + timeout
         with board.changed:
@@ -308,6 +327,12 @@ def status_table(statuses: dict[str, dict[str, Any]]) -> str:
 def build_push_parser(prog: str = "python -m export push") -> Parser:
     parser = Parser(prog=prog, description="Publish a signed policy.npz to devices over MQTT.")
     parser.add_argument("file", help="policy.npz to publish (as `python -m export` wrote it)")
+    add_target_arguments(parser)
+    return parser
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device/--fleet, --timeout, --json and the broker's flags: push and keys push."""
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--device", action="append", metavar="ID", help="a target device (repeat for more)"
@@ -318,7 +343,6 @@ def build_push_parser(prog: str = "python -m export push") -> Parser:
     )
     parser.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     add_broker_arguments(parser, required=True)
-    return parser
 
 
 def build_status_parser(prog: str = "python -m export status") -> Parser:
@@ -370,14 +394,44 @@ def _run(body: Any) -> int:
         return EXIT_INTERRUPTED
 
 
+def checked_target(args: argparse.Namespace) -> tuple[BrokerSettings, str]:
+    """The broker settings and topic prefix of push-like arguments; UsageError when bad."""
+    if not 0 < args.timeout <= 3600:
+        raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
+    settings = _settings(args)
+    prefix = _prefix(args)
+    _check_devices(args.device or ())
+    return settings, prefix
+
+
+def publish_and_report(
+    args: argparse.Namespace, data: bytes, headline: str, where: Topics = POLICY_TOPICS
+) -> int:
+    """Push `data` as `args` say, print the outcomes; exit 0 when every target applied it."""
+    settings, prefix = checked_target(args)
+    outcomes = push(
+        data,
+        settings,
+        devices=args.device or (),
+        fleet=args.fleet,
+        prefix=prefix,
+        timeout=args.timeout,
+        where=where,
+    )
+    if args.json:
+        print(json.dumps([o.__dict__ for o in outcomes], indent=1))
+    else:
+        print(headline)
+        print(outcome_table(outcomes) if outcomes else "no online devices")
+    counted = [o for o in outcomes if o.result != "skipped"]
+    ok = bool(counted) and all(o.result == "applied" for o in counted)
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def push_main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         args = build_push_parser().parse_args(argv)
-        if not 0 < args.timeout <= 3600:
-            raise UsageError(f"--timeout must be in (0, 3600] seconds, got {args.timeout}")
-        settings = _settings(args)
-        prefix = _prefix(args)
-        _check_devices(args.device or ())
+        checked_target(args)  # bad flags before the file is read
         path = Path(args.file)
         try:
             data = path.read_bytes()
@@ -391,22 +445,8 @@ def push_main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{path}: not a readable policy.npz: {error}") from None
         if policy.signature is None:
             logger.warning("%s is unsigned: devices with a public key will reject it", path)
-        outcomes = push(
-            data,
-            settings,
-            devices=args.device or (),
-            fleet=args.fleet,
-            prefix=prefix,
-            timeout=args.timeout,
-        )
-        if args.json:
-            print(json.dumps([o.__dict__ for o in outcomes], indent=1))
-        else:
-            print(f"pushed {path} version {policy.version} sha256 {policy.sha256[:12]}...")
-            print(outcome_table(outcomes) if outcomes else "no online devices")
-        counted = [o for o in outcomes if o.result != "skipped"]
-        ok = bool(counted) and all(o.result == "applied" for o in counted)
-        return EXIT_OK if ok else EXIT_FAILURE
+        headline = f"pushed {path} version {policy.version} sha256 {policy.sha256[:12]}..."
+        return publish_and_report(args, data, headline)
 
     return _run(body)
 

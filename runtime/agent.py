@@ -24,6 +24,7 @@ after accepting them) and says so in one ERROR line, and the control loop carrie
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -46,12 +47,14 @@ from runtime.constants import (
     DEFAULT_TELEMETRY_INTERVAL_S,
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    MAX_KEYS_MESSAGE_BYTES,
     MQTT_KEEPALIVE_S,
     OBS_DIM,
     TOPIC_PREFIX_PATTERN,
     UPDATE_QUEUE_MAX,
     UPDATE_QUEUE_MAX_BYTES,
 )
+from runtime.keyset import KeySet, RevokedKey, apply_keys_message, as_keyset
 from runtime.mqtt import BrokerSettings, connect_async, json_bytes, make_client, topics
 from runtime.policy import Policy, utc_now_iso
 from runtime.slot import ActivePolicy, PolicySlot
@@ -167,10 +170,14 @@ class Agent:
         self.slot = slot
         self.activate = activate
         self.store = store
+        # what the state directory persisted (keys.json) wins over the configured key
+        self.keyset: KeySet | None = as_keyset(
+            store.public_key if isinstance(store.public_key, KeySet) else public_key
+        )
         self.rules = UpdateRules(
             obs_dim=config.obs_dim,
             max_bytes=config.max_payload_bytes,
-            public_key=public_key,
+            public_key=self.keyset,
             allow_unsigned=config.allow_unsigned,
             space=config.plant_space,
         )
@@ -286,7 +293,16 @@ class Agent:
         )
         # first, so the retained status arrives before our own "online" goes out
         _, self._status_watch_mid = client.subscribe(self.topics["status"], STATUS_WATCH_QOS)
-        client.subscribe([(self.topics["policy"], POLICY_QOS), (self.topics["fleet"], POLICY_QOS)])
+        # the key topics first: a retained key-set change arrives before the retained policy
+        # that its new key signed
+        client.subscribe(
+            [
+                (self.topics["keys"], POLICY_QOS),
+                (self.topics["fleet_keys"], POLICY_QOS),
+                (self.topics["policy"], POLICY_QOS),
+                (self.topics["fleet"], POLICY_QOS),
+            ]
+        )
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._short_connections = 0  # a restarting broker, not a twin taking the connection
@@ -376,16 +392,18 @@ class Agent:
         if message.topic == self.topics["status"]:
             self._on_own_status(data)
             return
-        if not data and message.topic == self.topics["fleet"]:
+        keys = self._is_keys_topic(message.topic)
+        if not data and message.topic in (self.topics["fleet"], self.topics["fleet_keys"]):
             # How MQTT clears a retained message (docs/deploying.md, rolling back a policy by hand):
             # the operator removed the fleet policy, nobody sent this device a bad one.
-            logger.info("the retained fleet policy was cleared on the broker")
+            logger.info("the retained %s was cleared on the broker", message.topic)
             return
-        if len(data) > self.config.max_payload_bytes:  # cheapest check, before any queueing
+        limit = MAX_KEYS_MESSAGE_BYTES if keys else self.config.max_payload_bytes
+        if len(data) > limit:  # cheapest check, before any queueing
             self._reject(
                 data,
-                f"policy is {len(data)} bytes, more than the limit of"
-                f" {self.config.max_payload_bytes}",
+                f"{'keys message' if keys else 'policy'} is {len(data)} bytes, more than the"
+                f" limit of {limit}",
                 message.topic,
             )
             return
@@ -461,7 +479,68 @@ class Agent:
                 self._publish_telemetry()
                 next_telemetry = time.monotonic() + self.config.telemetry_interval
 
+    def _is_keys_topic(self, topic: str) -> bool:
+        return topic in (self.topics["keys"], self.topics["fleet_keys"])
+
+    def _handle_keys(self, topic: str, data: bytes, retained: bool) -> None:
+        """A signed key-set change: checked, persisted (keys.json), then trusted."""
+        try:
+            new = apply_keys_message(data, self.keyset)
+        except AlreadyRunning:
+            return  # the retained fleet key set again, or a repeated publish
+        except Stale as rejection:
+            if retained:
+                logger.debug("ignoring retained %s: %s", topic, rejection.reason)
+                return
+            self._reject(data, rejection.reason, topic, version=rejection.version)
+            return
+        except UpdateRejected as rejection:
+            self._reject(data, rejection.reason, topic, version=rejection.version)
+            return
+        try:
+            self.store.commit_keyset(new)  # durable before anyone hears "applied"
+        except OSError as error:
+            reason = (
+                f"cannot persist the key set in {self.store.directory}: {error.strerror or error}"
+            )
+            self._reject(data, reason, topic, version=new.version)
+            return
+        self.keyset = new
+        self.rules = dataclasses.replace(self.rules, public_key=new)
+        warning = self._running_signer_revoked(new)
+        self._report(new.version, new.sha256 or "", "applied", warning, topic)
+        self._refresh_will()
+        logger.info(
+            "applied key set version %d from %s: trusting %s%s",
+            new.version,
+            topic,
+            ", ".join(new.ids),
+            f"; revoked {', '.join(new.revoked_ids)}" if new.revoked else "",
+        )
+        if warning:
+            logger.warning("%s", warning)
+
+    def _running_signer_revoked(self, keyset: KeySet) -> str | None:
+        """One line when the running policy was signed by a key this key set revokes: it
+        keeps running, but a restart refuses it."""
+        from runtime.signing import verify_policy
+
+        policy = self.slot.active.policy
+        try:
+            verify_policy(policy, keyset)
+        except RevokedKey as error:
+            return (
+                f"the running policy version {policy.version} is {error}: it runs until a"
+                " restart refuses it; push a newer one signed by a trusted key"
+            )
+        except Exception:  # noqa: BLE001 - unsigned (--insecure-allow-unsigned), or other key
+            return None
+        return None
+
     def _handle_payload(self, topic: str, data: bytes, retained: bool) -> None:
+        if self._is_keys_topic(topic):
+            self._handle_keys(topic, data, retained)
+            return
         started = time.perf_counter()
         current = self.slot.active.policy
         try:
@@ -500,7 +579,7 @@ class Agent:
         probation = self.health.start_probation(policy.version, current.version)
         old = self.slot.swap(active)
         # before the bookkeeping: the pusher is waiting for it
-        self._report(policy.version, policy.sha256, "applied", probation.skipped)
+        self._report(policy.version, policy.sha256, "applied", probation.skipped, topic)
         self.applied_updates += 1
         if not self.inline:  # inline: in poll(), not before the host's next agent's payload
             self._save_highest()
@@ -518,7 +597,7 @@ class Agent:
         with self._pending_lock:
             self.rejected_updates += 1
         reason = one_line(reason)
-        self._report(version, hashlib.sha256(data).hexdigest(), "rejected", reason)
+        self._report(version, hashlib.sha256(data).hexdigest(), "rejected", reason, topic)
         self._log_rejection(f"rejected update from {topic}: {reason}")
 
     def _log_rejection(self, line: str) -> None:
@@ -577,13 +656,21 @@ class Agent:
 
     # --- what goes out ------------------------------------------------------------------
 
-    def _report(self, version: int | None, sha256: str, result: str, reason: str | None) -> None:
+    def _report(
+        self,
+        version: int | None,
+        sha256: str,
+        result: str,
+        reason: str | None,
+        topic: str = "",
+    ) -> None:
         """Set `last_update` and publish the status that carries it, as one step: the network
         thread (busy, oversize) and the worker both report, and without the lock one could
         overwrite the other's `last_update` before it went out (a pusher then never hears of
         its payload and times out)."""
         with self._status_lock:
             self.last_update = {
+                "kind": "keys" if self._is_keys_topic(topic) else "policy",
                 "version": version,
                 "sha256": sha256,
                 "result": result,
@@ -602,6 +689,9 @@ class Agent:
             "policy_sha256": policy.sha256,
             "policy_head": policy.spec.head,
             **self.rules.space.to_json(),  # the plant's: what an update must fit
+            "keys_version": self.keyset.version if self.keyset else None,
+            "keys_sha256": self.keyset.sha256 if self.keyset else None,
+            "key_ids": self.keyset.ids if self.keyset else [],
             "last_update": self.last_update,
             "at": utc_now_iso(),
         }
@@ -667,6 +757,25 @@ def default_device_id() -> str:
     return name
 
 
+def refuse_revoked(policy: Policy, keyset: Any, path: str | None) -> None:
+    """PolicyError (exit 2) when `policy`, about to run, was signed by a key since revoked:
+    `runtime.cli.load_checked_policy` lets it through only in case a newer one persisted."""
+    if not isinstance(keyset, KeySet) or not keyset.revoked:
+        return
+    from runtime.policy import PolicyError
+    from runtime.signing import verify_policy
+
+    try:
+        verify_policy(policy, keyset)
+    except RevokedKey as error:
+        raise PolicyError(
+            f"{path}: refused: {error}; the state directory holds no newer policy: install"
+            " one signed by a trusted key"
+        ) from None
+    except PolicyError:
+        return  # not this check's business: the start already said what it verified
+
+
 def start_agent(runtime: Any) -> Agent | None:
     """Resume the newest persisted policy, then start the agent when a broker is configured.
 
@@ -704,11 +813,9 @@ def start_agent(runtime: Any) -> Agent | None:
                 plant_space=space,
             )
             settings = settings_from(config)
-        public_key = None
-        if config.public_key is not None:
-            from runtime.signing import load_public_key
+        from runtime.keyset import configured_keyset
 
-            public_key = load_public_key(config.public_key)
+        public_key = configured_keyset(config.public_key, config.trusted_keys_dir)
         store = StateStore(
             config.state_dir or default_state_dir(),
             obs_dim=space.obs_dim,
@@ -718,7 +825,11 @@ def start_agent(runtime: Any) -> Agent | None:
         )
         store.load()
         running = runtime.slot.active.policy
-        chosen = store.startup_choice(Stored(running, running.data))
+        public_key = store.public_key  # keys.json's key set, once one was applied
+        given = Stored(running, running.data)
+        if store.newest(given) is given:
+            refuse_revoked(running, public_key, config.policy)
+        chosen = store.startup_choice(given)
         if chosen.policy.sha256 != running.sha256:
             runtime.slot.swap(activate(chosen.policy))
             logger.info(

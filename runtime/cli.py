@@ -119,6 +119,11 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--public-key", metavar="PUB", help="refuse a policy not signed by this Ed25519 key"
     )
     group.add_argument(
+        "--trusted-keys-dir",
+        metavar="DIR",
+        help="also trust the Ed25519 public keys (*.pub, *.pem) in DIR (at most 16 in all)",
+    )
+    group.add_argument(
         "--max-policy-bytes",
         type=number("max_policy_bytes", int),
         metavar="N",
@@ -292,22 +297,27 @@ def load_checked_policy(config: RuntimeConfig, obs_dim: int):
         raise UsageError("no policy given: use --policy FILE (or REINFORCE_EDGE_POLICY)")
     refuse_special_file(config.policy, "a policy.npz")
     policy = load_policy(config.policy, max_bytes=config.max_policy_bytes, obs_dim=obs_dim)
-    if config.public_key is not None:
-        refuse_special_file(config.public_key, "an Ed25519 public key")
-        from runtime.signing import load_public_key, verify_policy
+    if config.public_key is not None or config.trusted_keys_dir is not None:
+        if config.public_key is not None:
+            refuse_special_file(config.public_key, "an Ed25519 public key")
+        from runtime.keyset import RevokedKey, trusted_keyset
+        from runtime.signing import verify_policy
 
         try:
-            key = load_public_key(config.public_key)  # its errors name the key file
+            keys = trusted_keyset(config)  # its errors name the key file
         except ImportError:  # a board installed without the device extra
             raise UsageError(
                 "--public-key needs the cryptography package:"
                 " pip install 'reinforce-edge[device]' (or apt install python3-cryptography)"
             ) from None
         try:
-            verify_policy(policy, key)
+            verify_policy(policy, keys)
+        except RevokedKey as error:  # the agent runs it only if nothing newer persisted
+            log.warning("policy %s: %s", config.policy, error)
         except PolicyError as error:
             raise PolicyError(f"{config.policy}: refused: {error}") from None
-        log.info("policy %s v%d: signature verified", config.policy, policy.version)
+        else:
+            log.info("policy %s v%d: signature verified", config.policy, policy.version)
     elif policy.signature is None:
         log.warning("policy %s is unsigned; running it without verification", config.policy)
     else:

@@ -108,6 +108,10 @@ class RuntimeConfig:
         None, "Ed25519 public key (PEM or 32 raw bytes) the policy must be signed with",
         parse_optional_str,
     )  # fmt: skip
+    trusted_keys_dir: str | None = setting(
+        None, "directory of Ed25519 public keys (*.pub, *.pem) trusted with --public-key; a"
+        " signed keys message replaces them (docs/ota.md, Key rotation)", parse_optional_str,
+    )  # fmt: skip
     seed: int | None = setting(None, "seed of the plant's reset distribution", parse_optional_int)
     json: bool = setting(False, "print one JSON object per episode and a summary", parse_bool)
     max_policy_bytes: int = setting(
@@ -201,6 +205,7 @@ def _checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
         ),
         ("backend", c.backend in BACKENDS, f"one of {', '.join(BACKENDS)}"),
         ("public_key", _optional_str(c.public_key), "a file path"),
+        ("trusted_keys_dir", _optional_str(c.trusted_keys_dir), "a directory path"),
         (
             "seed",
             c.seed is None or (_is_int(c.seed) and 0 <= c.seed < 2**63),
@@ -281,8 +286,12 @@ def _mqtt_checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
         ("insecure_allow_unsigned", isinstance(c.insecure_allow_unsigned, bool), "true or false"),
         (
             "public_key",
-            c.broker is None or c.public_key is not None or c.insecure_allow_unsigned is True,
-            "an Ed25519 public key file when a broker is used (or --insecure-allow-unsigned)",
+            c.broker is None
+            or c.public_key is not None
+            or c.trusted_keys_dir is not None
+            or c.insecure_allow_unsigned is True,
+            "an Ed25519 public key file when a broker is used (or --trusted-keys-dir, or"
+            " --insecure-allow-unsigned)",
         ),
     ]
 

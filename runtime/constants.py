@@ -100,6 +100,8 @@ TOPIC_FLEET_POLICY = "{prefix}/fleet/policy"
 TOPIC_STATUS = "{prefix}/devices/{device_id}/status"
 TOPIC_TELEMETRY = "{prefix}/devices/{device_id}/telemetry"
 TOPIC_ALL_STATUS = "{prefix}/devices/+/status"
+TOPIC_DEVICE_KEYS = "{prefix}/devices/{device_id}/keys"  # signed key-set changes (docs/ota.md)
+TOPIC_FLEET_KEYS = "{prefix}/fleet/keys"
 
 # --- control loop (issue 4) ------------------------------------------------------
 # Wake this long before each deadline, run one throwaway decision and spin to the deadline:
@@ -129,3 +131,13 @@ STATE_FILE = "state.json"  # highest accepted version and refused (rolled back) 
 MAX_REFUSED_VERSIONS = 256  # oldest refused versions beyond this are forgotten
 DEFAULT_PROBATION_EPISODES = 5
 RECENT_RETURNS = 20  # episodes kept per policy for the health baseline
+
+# --- key rotation (issue 16): the trusted key set and the signed `keys` message -------------
+KEYSET_FORMAT = "reinforce-edge/keyset"  # the message's "format"
+KEYSET_STATE_FORMAT = "reinforce-edge/keyset-state"  # STATE_KEYS_FILE's "format"
+KEYSET_SIGNATURE_DOMAIN = b"reinforce-edge/keyset-signature/v1\x00"  # never a policy's
+STATE_KEYS_FILE = "keys.json"  # the key set applied last (overrides the configured keys)
+MAX_TRUSTED_KEYS = 16  # keys a device trusts at once (each policy is tried against them all)
+MAX_REVOKED_KEYS = 256  # revoked keys a device remembers (revocation is permanent)
+MAX_KEYS_MESSAGE_BYTES = 64 * 1024  # a keys message of 16 + 256 keys is about 17 kB
+KEY_ID_CHARS = 16  # a key id: the first 16 hex digits of sha256(32 raw public-key bytes)

@@ -244,7 +244,9 @@ def json_bytes(payload: dict[str, Any]) -> bytes:
 
 def topics(prefix: str, device_id: str) -> dict[str, str]:
     from runtime.constants import (
+        TOPIC_DEVICE_KEYS,
         TOPIC_DEVICE_POLICY,
+        TOPIC_FLEET_KEYS,
         TOPIC_FLEET_POLICY,
         TOPIC_STATUS,
         TOPIC_TELEMETRY,
@@ -255,4 +257,6 @@ def topics(prefix: str, device_id: str) -> dict[str, str]:
         "fleet": TOPIC_FLEET_POLICY.format(prefix=prefix),
         "status": TOPIC_STATUS.format(prefix=prefix, device_id=device_id),
         "telemetry": TOPIC_TELEMETRY.format(prefix=prefix, device_id=device_id),
+        "keys": TOPIC_DEVICE_KEYS.format(prefix=prefix, device_id=device_id),
+        "fleet_keys": TOPIC_FLEET_KEYS.format(prefix=prefix),
     }

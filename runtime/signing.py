@@ -50,16 +50,23 @@ def load_public_key(path: str | os.PathLike) -> Any:
 
 
 def verify_policy(policy: Policy, public_key: Any) -> None:
-    """Raise PolicyError unless the policy carries a valid signature from `public_key`."""
+    """Raise PolicyError unless the policy carries a valid signature from `public_key`, an
+    Ed25519 public key or a `runtime.keyset.KeySet` (any of its trusted keys; a revoked key's
+    signature is refused, naming the key)."""
     from cryptography.exceptions import InvalidSignature
+
+    from runtime.keyset import KeySet
 
     if policy.signature is None:
         raise PolicyError("policy is unsigned")
     message = signed_message(policy.meta_json, policy.params, policy.format_version)
-    try:
-        public_key.verify(policy.signature, message)
-    except InvalidSignature:
-        raise PolicyError("signature does not match the policy and the public key") from None
+    if isinstance(public_key, KeySet):
+        public_key.signer_of(policy.signature, message)
+    else:
+        try:
+            public_key.verify(policy.signature, message)
+        except InvalidSignature:
+            raise PolicyError("signature does not match the policy and the public key") from None
     # The signature covers the content, not the zip around it (timestamps, header fields):
     # the file must be exactly the canonical encoding of what was signed, so that a changed
     # byte anywhere is refused.

@@ -3,6 +3,7 @@
     STATE_DIR/current.npz    the policy running now (the last applied update)
     STATE_DIR/previous.npz   the one it replaced: the health rollback target
     STATE_DIR/state.json     {"highest_version": N, "refused_versions": [...]}
+    STATE_DIR/keys.json      the trusted key set applied last (runtime/keyset.py), if any
 
 Every write is atomic (temporary file, fsync, `os.replace`, fsync of the directory), so a power
 cut at any instant leaves both files valid. Applying an update first turns the old `current.npz`
@@ -11,6 +12,8 @@ into `previous.npz` with a hard link and a rename (no data copied), then writes 
 the largest of the versions in both files and `state.json` (rewritten after each update that
 raises it, and on rollback), so anti-rollback survives restarts and a damaged current.npz.
 A directory where one of the files belongs is moved aside at start (it could never be replaced).
+keys.json, once written, overrides the configured keys; a damaged one stops the start (ValueError)
+instead of falling back to configured keys that may have been revoked since.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from runtime.constants import (
     OBS_DIM,
     STATE_CURRENT_FILE,
     STATE_FILE,
+    STATE_KEYS_FILE,
     STATE_PREVIOUS_FILE,
     USER_STATE_SUBDIR,
 )
@@ -68,7 +72,8 @@ class StateStore:
         space: Any = None,
     ) -> None:
         """`space`: the plant's `runtime.spaces.PlantSpace`; a persisted policy that does not
-        fit it is ignored (None: only `obs_dim` is checked)."""
+        fit it is ignored (None: only `obs_dim` is checked). `public_key`: an Ed25519 public
+        key or a `runtime.keyset.KeySet`; a persisted keys.json replaces it at `load()`."""
         self.directory = Path(directory)
         self.space = space
         self.obs_dim = obs_dim
@@ -92,6 +97,10 @@ class StateStore:
     def state_path(self) -> Path:
         return self.directory / STATE_FILE
 
+    @property
+    def keys_path(self) -> Path:
+        return self.directory / STATE_KEYS_FILE
+
     # --- start-up ---------------------------------------------------------------
 
     def load(self) -> None:
@@ -110,6 +119,7 @@ class StateStore:
         for path in (self.current_path, self.previous_path, self.state_path):
             self._move_aside_if_not_a_file(path)
         self._read_state_file()
+        self._read_keyset()  # before the policies: they are checked against it
         self.current = self._read_policy(self.current_path)
         self.previous = self._read_policy(self.previous_path)
         for stored in (self.current, self.previous):
@@ -124,6 +134,26 @@ class StateStore:
         aside = path.with_name(f"{path.name}.unusable-{int(time.time())}")
         os.replace(path, aside)
         logger.warning("%s is not a regular file: moved it aside to %s", path, aside.name)
+
+    def _read_keyset(self) -> None:
+        from runtime.keyset import read_keyset_state
+
+        persisted = read_keyset_state(self.keys_path)  # ValueError when damaged: no start
+        if persisted is not None:
+            self.public_key = persisted
+            logger.info(
+                "trusting key set version %d from %s: keys %s",
+                persisted.version,
+                self.keys_path,
+                ", ".join(persisted.ids),
+            )
+
+    def commit_keyset(self, keyset: Any) -> None:
+        """Persist an applied key set (atomic), then trust it."""
+        from runtime.keyset import keyset_state_bytes
+
+        atomic_write(self.keys_path, keyset_state_bytes(keyset))
+        self.public_key = keyset
 
     def _read_state_file(self) -> None:
         try:
@@ -167,13 +197,8 @@ class StateStore:
             return None
         return Stored(policy, data)
 
-    def startup_choice(self, given: Stored) -> Stored:
-        """The policy to run: the newest valid persisted one when newer than `given`.
-
-        A persisted version that was rolled back (a power cut in the middle of the rollback)
-        is skipped. The choice is then recorded as current.npz, so the state directory always
-        mirrors what runs and a later rollback returns to it.
-        """
+    def newest(self, given: Stored) -> Stored:
+        """`given`, or the newest valid persisted policy not rolled back when it is newer."""
         best = given
         for stored in (self.current, self.previous):
             if (
@@ -182,6 +207,16 @@ class StateStore:
                 and stored.policy.version > best.policy.version
             ):
                 best = stored
+        return best
+
+    def startup_choice(self, given: Stored) -> Stored:
+        """The policy to run: the newest valid persisted one when newer than `given`.
+
+        A persisted version that was rolled back (a power cut in the middle of the rollback)
+        is skipped. The choice is then recorded as current.npz, so the state directory always
+        mirrors what runs and a later rollback returns to it.
+        """
+        best = self.newest(given)
         if self.current is None or self.current.policy.sha256 != best.policy.sha256:
             if self.current is not None and self.current.policy.version in self.refused:
                 atomic_write(self.current_path, best.data)  # never keep a refused one as previous

@@ -23,7 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_FENCES = {"", "sh", "bash", "shell", "console", "text"}
 PACKAGES = ("trainer", "export", "runtime")
-SUBCOMMANDS = {"trainer": ("eval",), "export": ("keygen", "verify", "push", "status")}
+SUBCOMMANDS = {
+    "trainer": ("eval",),
+    "export": ("keygen", "verify", "push", "status", "keys sign", "keys push"),
+}
 SCRIPTS = {
     "reinforce-train": "trainer",
     "reinforce-export": "export",
@@ -100,8 +103,10 @@ def parse_command(where: str, line: str) -> Command | None:
         return None
     rest = _until_shell_operator(rest)
     command = f"python -m {package}"
-    if rest and rest[0] in SUBCOMMANDS.get(package, ()):
-        command, rest = f"{command} {rest[0]}", rest[1:]
+    for words in (2, 1):  # `export keys sign` before `export keygen`
+        if len(rest) >= words and " ".join(rest[:words]) in SUBCOMMANDS.get(package, ()):
+            command, rest = f"{command} {' '.join(rest[:words])}", rest[words:]
+            break
     synopsis = any(re.search(r"[\[\]]|\w\|\w", token) for token in rest)
     return Command(where, line, command, tuple(rest), synopsis)
 

@@ -186,7 +186,7 @@ def flapping_agent(tmp_path):
         PolicySlot(activate(policy)),
         activate,
         StateStore(tmp_path / "state"),
-        public_key=object(),
+        public_key=key.public_key(),
     )
     agent.client = FakeClient()
     accepted = SimpleNamespace(is_failure=False)
