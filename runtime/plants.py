@@ -162,7 +162,8 @@ class StdioPlant:
                                        floats `0.25 -1.5` ('%.9g': float32 round-trips)
     bridge -> runtime:  `x v theta w`  an observation: obs_dim finite floats (optionally one
                                        more: the reward of the last step, default 1)
-                        `done`         the episode is over (after an action); the runtime
+                        `done [r]`     the episode is over (after an action; optionally the
+                                       reward of that last step, default 1); the runtime
                                        answers `reset` and waits for the next observation
                         blank lines and lines starting with `#` are ignored
 
@@ -207,18 +208,17 @@ class StdioPlant:
     def reset(self, seed: int | None = None) -> np.ndarray:
         self._write(b"reset\n")
         while True:
-            message = self._next_message()
-            if isinstance(message, tuple):
-                self._last_obs = message[0]
-                return message[0]
+            obs, _ = self._next_message()
+            if obs is not None:
+                self._last_obs = obs
+                return obs
             # a `done` before any observation closes nothing: keep waiting
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool]:
         self._write(self._action_line(action))
-        message = self._next_message()
-        if message == "done":
-            return self._last_obs, 1.0, True
-        obs, reward = message
+        obs, reward = self._next_message()
+        if obs is None:  # `done`: the episode ended with this action
+            return self._last_obs, reward, True
         self._last_obs = obs
         return obs, reward, False
 
@@ -230,7 +230,8 @@ class StdioPlant:
 
     # -- parsing ---------------------------------------------------------------------
 
-    def _next_message(self) -> str | tuple[np.ndarray, float]:
+    def _next_message(self) -> tuple[np.ndarray | None, float]:
+        """(observation, reward), or (None, reward) for `done`."""
         while True:
             line = self._read_line()
             self.line_number += 1
@@ -248,10 +249,10 @@ class StdioPlant:
                     self.malformed,
                 )
 
-    def _parse(self, text: str) -> str | tuple[np.ndarray, float]:
-        if text == "done":
-            return "done"
+    def _parse(self, text: str) -> tuple[np.ndarray | None, float]:
         fields = text.split()
+        if fields[0] == "done":
+            return None, self._done_reward(text, fields)
         if len(fields) not in (self.obs_dim, self.obs_dim + 1):
             raise ValueError(
                 f"expected {self.obs_dim} floats (and optionally a reward) or 'done',"
@@ -338,6 +339,18 @@ class StdioPlant:
         if not chunk:
             self._eof = True
         self._buffer += chunk
+
+    def _done_reward(self, text: str, fields: list[str]) -> float:
+        """`done` (reward 1, CartPole's) or `done R`: the reward of the step that ended it."""
+        if len(fields) == 1:
+            return 1.0
+        value = fields[1]
+        if len(fields) > 2 or not DECIMAL.fullmatch(value):
+            raise ValueError(f"expected 'done' or 'done REWARD', got {_shorten(text)!r}")
+        reward = float(value)
+        if not math.isfinite(reward) or abs(reward) > FLOAT32_MAX:
+            raise ValueError(f"non-finite or out-of-range reward in {_shorten(text)!r}")
+        return reward
 
 
 def _shorten(text: str, limit: int = 60) -> str:

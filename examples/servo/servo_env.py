@@ -3,10 +3,9 @@
 Importing this module registers `ServoPosition-v0` (continuous voltage, a gaussian head) and
 `ServoPositionDiscrete-v0` (three voltages: full reverse, off, full forward; a categorical
 head), so the trainer can take it as `--env servo_env:ServoPosition-v0` with this folder on
-the Python path. The physics is the textbook armature-controlled DC motor with a light load
-(Franklin, Powell & Emami-Naeini, "Feedback Control of Dynamic Systems", the DC motor example),
-integrated with semi-implicit Euler; the inductance is neglected (its time constant, about
-1 ms, is far below the 20 ms control period).
+the Python path. The physics (the textbook armature-controlled DC motor,
+its constants with their units) is in servo_model.py, which the device runtime's plant
+(servo_plant.py) and the stdio bridge (servo_bridge.py) step too.
 
 Observation (float32, 3 values): position error (rad, target minus shaft angle), shaft angular
 velocity (rad/s), and the previous command (fraction of the supply voltage, -1..1).
@@ -18,20 +17,10 @@ terminated (a servo does not fall over).
 
 from __future__ import annotations
 
-import math
-
 import gymnasium as gym
 import numpy as np
-
-SUPPLY_VOLTS = 12.0  # V
-TORQUE_CONSTANT = 0.05  # N m / A (= back-EMF constant in V s / rad)
-RESISTANCE = 2.0  # ohm, armature
-INERTIA = 2.0e-4  # kg m^2, rotor and load
-DAMPING = 1.0e-4  # N m s / rad, viscous friction
-DT = 0.02  # s, control period (50 Hz)
-EPISODE_STEPS = 200
-TARGET_RANGE = math.pi / 2  # rad: targets uniform in +-90 degrees
-EFFORT_WEIGHT = 0.05
+import servo_model as model
+from servo_model import EPISODE_STEPS, TARGET_RANGE
 
 
 class ServoEnv(gym.Env):
@@ -46,34 +35,20 @@ class ServoEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self.discrete = discrete
         if discrete:
-            self.action_space = gym.spaces.Discrete(3)
+            self.action_space = gym.spaces.Discrete(len(model.DISCRETE_COMMANDS))
         else:
             self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self.angle = self.speed = self.target = self.command = 0.0
-        self.steps = 0
+        self.state = model.start(0.0)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.angle, self.speed, self.command, self.steps = 0.0, 0.0, 0.0, 0
-        self.target = float(self.np_random.uniform(-TARGET_RANGE, TARGET_RANGE))
-        return self._observation(), {}
+        self.state = model.start(self.np_random.uniform(-TARGET_RANGE, TARGET_RANGE))
+        return model.observation(self.state), {}
 
     def step(self, action):
-        if self.discrete:
-            command = float(int(action) - 1)  # 0, 1, 2 -> -1, 0, +1
-        else:
-            command = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -1, 1))
-        current = (command * SUPPLY_VOLTS - TORQUE_CONSTANT * self.speed) / RESISTANCE  # A
-        torque = TORQUE_CONSTANT * current - DAMPING * self.speed  # N m
-        self.speed += DT * torque / INERTIA  # semi-implicit Euler: speed first, then angle
-        self.angle += DT * self.speed
-        self.command, self.steps = command, self.steps + 1
-        error = self.target - self.angle
-        reward = -(abs(error) + EFFORT_WEIGHT * command * command)
-        return self._observation(), reward, False, self.steps >= EPISODE_STEPS, {}
-
-    def _observation(self) -> np.ndarray:
-        return np.array([self.target - self.angle, self.speed, self.command], dtype=np.float32)
+        self.state = model.advance(self.state, model.command_of(action, self.discrete))
+        reward = model.reward(self.state)
+        return model.observation(self.state), reward, False, model.truncated(self.state), {}
 
 
 # solved at -15 (the policy explores while it learns; its greedy version scores better): a tuned PD controller scores about -0.5, holding the command at 0 about -140

@@ -244,3 +244,18 @@ def test_a_second_signal_interrupts_a_stuck_step(policy_path: Path, tmp_path: Pa
         assert b"Traceback" not in runtime.stderr.read()
     finally:
         stop(runtime)
+
+
+def test_done_may_carry_the_reward_of_the_last_step() -> None:
+    """`done -0.25` ends the episode with that reward (a plant whose rewards are not CartPole's
+    1 per step); plain `done` is 1; anything else after `done` is malformed and skipped."""
+    import io
+
+    lines = b"1 2 3 4\ndone done\ndone 1 2\ndone nan\ndone -0.25\n5 6 7 8\ndone\n"
+    plant = StdioPlant(io.BytesIO(lines), io.BytesIO())
+    assert plant.reset().tolist() == [1, 2, 3, 4]
+    obs, reward, done = plant.step(0)
+    assert (obs.tolist(), reward, done) == ([1, 2, 3, 4], -0.25, True)
+    assert plant.malformed == 3
+    assert plant.reset().tolist() == [5, 6, 7, 8]
+    assert plant.step(1)[1:] == (1.0, True)
