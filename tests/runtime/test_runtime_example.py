@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# training the example needs the trainer's extra: the runtime-only venv (bookworm pins) skips
+pytest.importorskip("gymnasium")
+
 from runtime.backends import make_active
 from runtime.policy import greedy_action, load_policy
 from tests.ota_support import PREFIX, RuntimeProcess, Watcher, signed_policy, update_result
