@@ -482,20 +482,22 @@ class Agent:
     def _is_keys_topic(self, topic: str) -> bool:
         return topic in (self.topics["keys"], self.topics["fleet_keys"])
 
+    def _refuse(self, data: bytes, topic: str, retained: bool, rejection: UpdateRejected) -> None:
+        """A policy or key set refused, in the status; a stale retained copy (the fleet's,
+        re-delivered at every (re)connect: old news) only in the debug log."""
+        if retained and isinstance(rejection, Stale):
+            logger.debug("ignoring retained %s: %s", topic, rejection.reason)
+            return
+        self._reject(data, rejection.reason, topic, version=rejection.version)
+
     def _handle_keys(self, topic: str, data: bytes, retained: bool) -> None:
         """A signed key-set change: checked, persisted (keys.json), then trusted."""
         try:
             new = apply_keys_message(data, self.keyset)
         except AlreadyRunning:
             return  # the retained fleet key set again, or a repeated publish
-        except Stale as rejection:
-            if retained:
-                logger.debug("ignoring retained %s: %s", topic, rejection.reason)
-                return
-            self._reject(data, rejection.reason, topic, version=rejection.version)
-            return
         except UpdateRejected as rejection:
-            self._reject(data, rejection.reason, topic, version=rejection.version)
+            self._refuse(data, topic, retained, rejection)
             return
         try:
             self.store.commit_keyset(new)  # durable before anyone hears "applied"
@@ -553,14 +555,8 @@ class Agent:
             )
         except AlreadyRunning:
             return  # a retained or repeated publish of what already runs: quiet
-        except Stale as rejection:
-            if retained:  # the fleet's retained policy, re-delivered at (re)connect: old news
-                logger.debug("ignoring retained %s: %s", topic, rejection.reason)
-                return
-            self._reject(data, rejection.reason, topic, version=rejection.version)
-            return
         except UpdateRejected as rejection:
-            self._reject(data, rejection.reason, topic, version=rejection.version)
+            self._refuse(data, topic, retained, rejection)
             return
         try:
             active = self.activate(policy)
