@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -387,17 +388,13 @@ def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, 
     seed = SELECT_SEED_OFFSET + config.seed
     scores: dict[bytes, Any] = {}  # each set of weights is evaluated once (was 4 times)
 
-    def best() -> tuple[Any, float]:
-        return choose_policy(candidates(state), SELECT_EPISODES, seed, scores)
-
     target = solve_target(config)
     goal = max(target, (target + MAX_EPISODE_STEPS) / 2)
-    policy, mean = best()
-    while state.solved_at is not None and mean < goal and state.episodes < config.max_episodes:
-        log.info("greedy policy scores %.1f < %g: one more update", mean, goal)
-        train(config, state, on_batch=on_batch, extra_updates=1)
-        policy, mean = best()
-    return policy, mean
+
+    def best() -> tuple[Any, float, float]:
+        return *choose_policy(candidates(state), SELECT_EPISODES, seed, scores), goal
+
+    return _polish(config, state, best, lambda: train(config, state, on_batch, extra_updates=1))
 
 
 def finish_env(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
@@ -417,28 +414,32 @@ def finish_env(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[A
     results: dict[bytes, Any] = {}
     target = solve_target(config, state.threshold)
 
-    def best() -> tuple[Any, Any]:
-        return choose_best(
+    def best() -> tuple[Any, float, float]:
+        policy, result = choose_best(
             candidates(state),
             lambda saved: evaluate_env(saved, state.spec, config.env, SELECT_EPISODES, seed),
             results,
         )
+        margin = SELECT_MARGIN * statistics.pstdev(result.returns) / len(result.returns) ** 0.5
+        return policy, result.mean, target + margin
 
-    def goal(result: Any) -> float:
-        return (
-            target + SELECT_MARGIN * statistics.pstdev(result.returns) / len(result.returns) ** 0.5
-        )
+    return _polish(config, state, best, lambda: train_env(config, state, on_batch, extra_updates=1))
 
-    policy, result = best()
-    while (
-        state.solved_at is not None
-        and result.mean < goal(result)
-        and state.episodes < config.max_episodes
-    ):
-        log.info("greedy policy scores %.1f < %.1f: one more update", result.mean, goal(result))
-        train_env(config, state, on_batch=on_batch, extra_updates=1)
-        policy, result = best()
-    return policy, result.mean
+
+def _polish(
+    config: TrainConfig,
+    state: Any,
+    best: Callable[[], tuple[Any, float, float]],
+    train_once: Callable[[], Any],
+) -> tuple[Any, float]:
+    """`finish`'s and `finish_env`'s loop: while a solved run's best candidate (policy, greedy
+    mean, goal) scores below its goal and episodes remain, one more update."""
+    policy, mean, goal = best()
+    while state.solved_at is not None and mean < goal and state.episodes < config.max_episodes:
+        log.info("greedy policy scores %.1f < %.1f: one more update", mean, goal)
+        train_once()
+        policy, mean, goal = best()
+    return policy, mean
 
 
 def candidates(state: Any) -> list:
