@@ -84,34 +84,9 @@ HARNESS_C = """\
 #include <stdio.h>
 #include "policy.h"
 
-/* obs.bin: float32 rows of 4 -> prob.bin: float32 probability, int32 action per row */
-int main(int argc, char **argv)
-{
-    FILE *in, *out;
-    float obs[POLICY_OBS_DIM];
-    if (argc != 3) {
-        return 2;
-    }
-    in = fopen(argv[1], "rb");
-    out = fopen(argv[2], "wb");
-    if (in == NULL || out == NULL) {
-        return 2;
-    }
-    while (fread(obs, sizeof(float), POLICY_OBS_DIM, in) == POLICY_OBS_DIM) {
-        float prob = policy_prob(obs);
-        int action = policy_action(obs);
-        if (fwrite(&prob, sizeof prob, 1, out) != 1 || fwrite(&action, sizeof action, 1, out) != 1) {
-            return 1;
-        }
-    }
-    return fclose(out) == 0 && fclose(in) == 0 ? 0 : 1;
-}
-"""
-
-
-HARNESS_V2_C = """\
-#include <stdio.h>
-#include "policy.h"
+#ifndef POLICY_ACTION_DIM /* a format-1 header: one probability */
+#define POLICY_ACTION_DIM 1
+#endif
 
 /* obs.bin: float32 rows of POLICY_OBS_DIM -> out.bin, per row: the distribution (float32 x
  * POLICY_ACTION_DIM: p, the probabilities or the mean), then the action (int32, or float32 x
@@ -473,9 +448,7 @@ def c_probabilities(
 
     `defines`: extra macros, e.g. ("POLICY_ACCUMULATOR=float",) for the float variant.
     """
-    record = [("prob", "<f4"), ("action", "<i4")]
-    out = harness_records(header, HARNESS_C, obs, gcc, defines, record)
-    return out["prob"].astype(np.float64), out["action"]
+    return _c_outputs(header, HEAD_BERNOULLI, 1, obs, gcc, defines)
 
 
 def c_outputs_v2(
@@ -484,29 +457,34 @@ def c_outputs_v2(
     """A format-2 header's (distribution, greedy action) for each observation, compiled with
     gcc: p (N,) and actions int (N,) for bernoulli, probabilities (N, n) and actions int (N,)
     for categorical, means and actions (N, k) float for gaussian."""
-    width = spec.action_dim
-    action = ("action", "<f4", (width,)) if spec.head == HEAD_GAUSSIAN else ("action", "<i4")
+    return _c_outputs(header, spec.head, spec.action_dim, obs, gcc, defines)
+
+
+def _c_outputs(
+    header: str, head: str, width: int, obs: np.ndarray, gcc: str, defines: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    action = ("action", "<f4", (width,)) if head == HEAD_GAUSSIAN else ("action", "<i4")
     out = harness_records(
-        header, harness_v2(spec), obs, gcc, defines, [("dist", "<f4", (width,)), action]
+        header, harness(head), obs, gcc, defines, [("dist", "<f4", (width,)), action]
     )
     dist = out["dist"].astype(np.float64)
-    return (dist[:, 0] if spec.head == HEAD_BERNOULLI else dist), out["action"]
+    return (dist[:, 0] if head == HEAD_BERNOULLI else dist), out["action"]
 
 
-def harness_v2(spec: PolicySpec) -> str:
-    """HARNESS_V2_C for the head: its distribution and action calls."""
+def harness(head: str) -> str:
+    """HARNESS_C for the head: its distribution and action calls."""
     dist_call = {
         HEAD_BERNOULLI: "dist[0] = policy_prob(obs)",
         HEAD_CATEGORICAL: "policy_probs(obs, dist)",
         HEAD_GAUSSIAN: "policy_mean(obs, dist)",
-    }[spec.head]
-    if spec.head == HEAD_GAUSSIAN:
+    }[head]
+    if head == HEAD_GAUSSIAN:
         action = ("float action[POLICY_ACTION_DIM]", "policy_action(obs, action)")
     else:
         action = ("int action[1]", "action[0] = policy_action(obs)")
-    size = "POLICY_ACTION_DIM" if spec.head == HEAD_GAUSSIAN else "1"
+    size = "POLICY_ACTION_DIM" if head == HEAD_GAUSSIAN else "1"
     return (
-        HARNESS_V2_C.replace("ACTION_DECLARATION", action[0])
+        HARNESS_C.replace("ACTION_DECLARATION", action[0])
         .replace("DISTRIBUTION_CALL", dist_call)
         .replace("ACTION_CALL", action[1])
         .replace("ACTION_SIZE", size)
