@@ -141,35 +141,36 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     spec, params = policy.spec, policy.params
     mode, low_in, high_in, shift, w1t = _first_layer(params, spec)
     relu = spec.activation == "relu"
-    checked = mode == "clip" and relu
-    if checked:
+    fast = relu and mode != "shifted"  # the layers from a copy of obs, checked by their sums
+    if fast and mode == "clip":
         w1t = _with_range_units(w1t, low_in, high_in)
     x = np.ones(spec.obs_dim + 1, dtype=F32)  # x[-1] = 1 multiplies b1
     x_view = x[: spec.obs_dim]
     into_x = (x_view,)
     layer = np.ones(w1t.shape[1] + 1, dtype=F32)  # layer[-1] = 1 multiplies b2
-    units = layer[:-1]  # the hidden units, then the range units (if checked)
+    units = layer[:-1]  # the hidden units, then the range units (if any)
     bits = units.view(np.int32)  # relu on the bits, as in `fused_decision`
     zeros, into_units, into_bits = np.zeros_like(bits), (units,), (bits,)
-    w2 = _output_weights(params, spec, w1t.shape[1] - spec.hidden, checked)
+    w2 = _output_weights(params, spec, w1t.shape[1] - spec.hidden, fast)
     output = np.empty(w2.shape[0], dtype=F32)
     values = memoryview(output)  # read as Python floats
-    check_index = len(output) - 1  # the range units' sum, when checked
-    outputs = output[: len(output) - checked]  # the logits, or the gaussian mean
+    check_index = len(output) - 1  # the range units' sum, on the fast path
+    outputs = output[: len(output) - fast]  # the logits, or the gaussian mean
     logit_values = memoryview(outputs)
     low, high = _action_bounds(spec)
     maximum, tanh, subtract, clip = np.maximum, np.tanh, np.subtract, CLIP
     first_dot, output_dot, argmax, copy = x.dot, w2.dot, outputs.argmax, outputs.copy
-    copied, clipped = mode == "copy" or checked, mode == "clip"
+    copied, clipped = mode == "copy", mode == "clip"
     gaussian = spec.head == HEAD_GAUSSIAN
     by_sign = not gaussian and len(outputs) == 1  # bernoulli, and categorical with 2 actions
     three = not gaussian and len(outputs) == 3
-    # gaussian k = 1 or 2: the means compared with the bounds in Python, a copy when inside
-    # (the clip's new array costs more); k = 1 compares its one mean twice
+    # gaussian k = 1 or 2: the means clipped in Python and copied, cheaper than the clip's new
+    # array; k = 1 clips its one mean twice
     few = gaussian and len(outputs) <= 2
     last, (low0, high0, low1, high1) = len(outputs) - 1, _python_bounds(spec)
 
-    def action(obs: np.ndarray) -> Any:
+    def layers(obs: np.ndarray) -> None:
+        """The outputs of obs, clipped first where the policy has a normaliser."""
         if copied:
             x_view[...] = obs
         elif clipped:
@@ -183,11 +184,17 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
         else:
             tanh(units, out=into_units)
         output_dot(layer, output)
-        if checked and values[check_index]:  # an observation beyond its clip: clip, again
-            clip(x_view, low_in, high_in, out=into_x)
+
+    def action(obs: np.ndarray) -> Any:
+        if fast:  # inline: one call less
+            x_view[...] = obs
             first_dot(w1t, units)
             maximum(bits, zeros, out=into_bits)
             output_dot(layer, output)
+            if values[check_index]:  # an observation beyond its clip: again, clipped
+                layers(obs)
+        else:
+            layers(obs)
         if by_sign:
             return 1 if values[0] > 0.0 else 0
         if three:  # np.argmax of three: the lowest index among ties, the first NaN
@@ -195,10 +202,19 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
             if b <= a or a != a:
                 return 0 if c <= a or a != a else 2
             return 1 if c <= b or b != b else 2
-        if gaussian:  # a new array each time: the plant may keep it
-            if few and low0 <= values[0] <= high0 and low1 <= values[last] <= high1:
-                return copy()  # NaN fails the comparisons: the clip keeps it, as np.clip
-            return clip(outputs, low, high)
+        if few:  # clipped in place in Python (a NaN stays), then a new array: the plant may keep it
+            mean_0, mean_last = values[0], values[last]
+            if mean_0 < low0:
+                values[0] = low0
+            elif mean_0 > high0:
+                values[0] = high0
+            if mean_last < low1:
+                values[last] = low1
+            elif mean_last > high1:
+                values[last] = high1
+            return copy()
+        if gaussian:
+            return clip(outputs, low, high)  # a new array
         return int(argmax())  # the lowest index among ties, as np.argmax
 
     action.hidden = layer[: spec.hidden]  # type: ignore[attr-defined]
@@ -243,23 +259,21 @@ def _first_layer(params: Params, spec: PolicySpec) -> tuple:
     return mode, low, high, shift, w1t
 
 
-def _output_weights(
-    params: Params, spec: PolicySpec, range_units: int, checked: bool
-) -> np.ndarray:
+def _output_weights(params: Params, spec: PolicySpec, range_units: int, check: bool) -> np.ndarray:
     """The output layer (outputs, hidden + range units + 1), C-contiguous, b2 (or zeros) its last
     column, to multiply the layer buffer (`w2.dot(layer)` is the cheaper gemv). Bernoulli: one
     output, the logit; categorical with 2 actions: one output too, logit 1 - logit 0, whose
     sign is the argmax (0 on a tie, as np.argmax). The range units weigh 0 in every output;
-    `checked` adds the last output, their sum."""
+    `check` adds the last output, their sum (0 with no range units)."""
     w2 = np.asarray(params[KEY_W2], dtype=np.float64).reshape(-1, spec.hidden)
     b2 = np.asarray(params.get(KEY_B2, np.zeros(w2.shape[0])), dtype=np.float64)
     if spec.head == HEAD_CATEGORICAL and spec.action_dim == 2:
         w2, b2 = w2[1:] - w2[:1], b2[1:] - b2[:1]
     outputs = len(b2)
-    layer = np.zeros((outputs + checked, spec.hidden + range_units + 1))
+    layer = np.zeros((outputs + check, spec.hidden + range_units + 1))
     layer[:outputs, : spec.hidden] = w2
     layer[:outputs, -1] = b2
-    if checked:
+    if check:
         layer[outputs, spec.hidden : spec.hidden + range_units] = 1.0
     return np.ascontiguousarray(layer, dtype=F32)
 
