@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -131,17 +131,43 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     then h = act(x . W1t) and the outputs W2 . [h, 1], b2 the last column of W2; the bernoulli
     head and categorical with 2 actions have one output, whose sign is the action.
 
-    With relu and the folded normaliser the clip is no call of its own (`_with_range_units`):
-    x = obs, a copy, and the first layer also computes the range units obs_j - high_j and
-    low_j - obs_j, which the relu leaves at 0 except where an observation lies beyond its clip;
-    the last output is their sum, 0 exactly when the clip changes nothing. Otherwise x is
-    clipped and the layers run again: twice the time, for the rare observation beyond 10
-    standard deviations.
+    With relu (and no shifted mean) the clip is no call of its own: x = obs, a copy, and the
+    first layer also computes the range units obs_j - high_j and low_j - obs_j
+    (`_with_range_units`), which the relu leaves at 0 except where an observation lies beyond
+    its clip; the last output is their sum, 0 exactly when the clip changes nothing.
+    Otherwise x is clipped and the layers run again: twice the time, for the rare observation
+    beyond 10 standard deviations. Each head has its own function, this fast path inline in
+    each (a call costs more than the branches it would save; docs/performance.md).
     """
+    net = _fused_layers(policy)
+    spec, outputs = policy.spec, len(net.output) - net.fast
+    if spec.head != HEAD_GAUSSIAN and outputs == 1:
+        action = _by_sign(net)
+    elif spec.head != HEAD_GAUSSIAN and outputs == 3:
+        action = _argmax_of_three(net)
+    elif spec.head == HEAD_GAUSSIAN and outputs <= 2:
+        action = _few_means(net, spec)
+    else:
+        action = _many_outputs(net, spec)
+    action.hidden = net.hidden  # type: ignore[attr-defined]
+    return action
+
+
+class _Layers(NamedTuple):
+    """One policy's fused layers: weights laid out once, the buffers they fill."""
+
+    fast: bool  # relu, no shifted mean: the layers from a copy of obs, `front`, inline
+    front: tuple  # what the fast path calls, in its order (see `_fused_layers`)
+    run: Callable[[np.ndarray], None]  # the layers of any obs, the clip first (if any)
+    output: np.ndarray  # the outputs, then (fast) the range units' sum
+    hidden: np.ndarray  # the hidden units' buffer
+
+
+def _fused_layers(policy: Policy) -> _Layers:
     spec, params = policy.spec, policy.params
     mode, low_in, high_in, shift, w1t = _first_layer(params, spec)
     relu = spec.activation == "relu"
-    fast = relu and mode != "shifted"  # the layers from a copy of obs, checked by their sums
+    fast = relu and mode != "shifted"
     if fast and mode == "clip":
         w1t = _with_range_units(w1t, low_in, high_in)
     x = np.ones(spec.obs_dim + 1, dtype=F32)  # x[-1] = 1 multiplies b1
@@ -153,24 +179,11 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     zeros, into_units, into_bits = np.zeros_like(bits), (units,), (bits,)
     w2 = _output_weights(params, spec, w1t.shape[1] - spec.hidden, fast)
     output = np.empty(w2.shape[0], dtype=F32)
-    values = memoryview(output)  # read as Python floats
-    check_index = len(output) - 1  # the range units' sum, on the fast path
-    outputs = output[: len(output) - fast]  # the logits, or the gaussian mean
-    logit_values = memoryview(outputs)
-    low, high = _action_bounds(spec)
     maximum, tanh, subtract, clip = np.maximum, np.tanh, np.subtract, CLIP
-    first_dot, output_dot, argmax, copy = x.dot, w2.dot, outputs.argmax, outputs.copy
+    first_dot, output_dot = x.dot, w2.dot
     copied, clipped = mode == "copy", mode == "clip"
-    gaussian = spec.head == HEAD_GAUSSIAN
-    by_sign = not gaussian and len(outputs) == 1  # bernoulli, and categorical with 2 actions
-    three = not gaussian and len(outputs) == 3
-    # gaussian k = 1 or 2: the means clipped in Python and copied, cheaper than the clip's new
-    # array; k = 1 clips its one mean twice
-    few = gaussian and len(outputs) <= 2
-    last, (low0, high0, low1, high1) = len(outputs) - 1, _python_bounds(spec)
 
-    def layers(obs: np.ndarray) -> None:
-        """The outputs of obs, clipped first where the policy has a normaliser."""
+    def run(obs: np.ndarray) -> None:
         if copied:
             x_view[...] = obs
         elif clipped:
@@ -185,39 +198,119 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
             tanh(units, out=into_units)
         output_dot(layer, output)
 
-    def action(obs: np.ndarray) -> Any:
-        if fast:  # inline: one call less
+    front = (x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer)
+    return _Layers(fast, front + (output,), run, output, layer[: spec.hidden])
+
+
+def _by_sign(net: _Layers) -> Callable[[np.ndarray], int]:
+    """Bernoulli, and categorical with 2 actions: 1 when the one output is > 0."""
+    fast, run, values = net.fast, net.run, memoryview(net.output)  # read as Python floats
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+
+    def action(obs: np.ndarray) -> int:
+        if fast:
             x_view[...] = obs
             first_dot(w1t, units)
             maximum(bits, zeros, out=into_bits)
             output_dot(layer, output)
-            if values[check_index]:  # an observation beyond its clip: again, clipped
-                layers(obs)
+            if values[-1]:  # an observation beyond its clip: the layers again, clipped
+                run(obs)
         else:
-            layers(obs)
-        if by_sign:
-            return 1 if values[0] > 0.0 else 0
-        if three:  # np.argmax of three: the lowest index among ties, the first NaN
-            a, b, c = logit_values
-            if b <= a or a != a:
-                return 0 if c <= a or a != a else 2
-            return 1 if c <= b or b != b else 2
-        if few:  # clipped in place in Python (a NaN stays), then a new array: the plant may keep it
-            mean_0, mean_last = values[0], values[last]
-            if mean_0 < low0:
-                values[0] = low0
-            elif mean_0 > high0:
-                values[0] = high0
-            if mean_last < low1:
-                values[last] = low1
-            elif mean_last > high1:
-                values[last] = high1
-            return copy()
-        if gaussian:
-            return clip(outputs, low, high)  # a new array
-        return int(argmax())  # the lowest index among ties, as np.argmax
+            run(obs)
+        return 1 if values[0] > 0.0 else 0
 
-    action.hidden = layer[: spec.hidden]  # type: ignore[attr-defined]
+    return action
+
+
+def _argmax_of_three(net: _Layers) -> Callable[[np.ndarray], int]:
+    """Categorical with 3 actions (Acrobot's): np.argmax in Python, the lowest index among
+    ties, the first NaN."""
+    fast, run, values = net.fast, net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+
+    def action(obs: np.ndarray) -> int:
+        if fast:
+            x_view[...] = obs
+            first_dot(w1t, units)
+            maximum(bits, zeros, out=into_bits)
+            output_dot(layer, output)
+            a, b, c, beyond = values
+            if beyond:  # an observation beyond its clip: the layers again, clipped
+                run(obs)
+                a, b, c, _ = values
+        else:
+            run(obs)
+            a, b, c = values
+        if b <= a or a != a:
+            return 0 if c <= a or a != a else 2
+        return 1 if c <= b or b != b else 2
+
+    return action
+
+
+def _few_means(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], np.ndarray]:
+    """Gaussian with k = 1 or 2: the means clipped in place in Python (a NaN stays, as in
+    np.clip) and copied, cheaper than the clip's new array; k = 1 clips its one mean twice."""
+    fast, run, values = net.fast, net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+    copy = net.output[: spec.action_dim].copy
+    last, (low0, high0, low1, high1) = spec.action_dim - 1, _python_bounds(spec)
+
+    def action(obs: np.ndarray) -> np.ndarray:
+        if fast:
+            x_view[...] = obs
+            first_dot(w1t, units)
+            maximum(bits, zeros, out=into_bits)
+            output_dot(layer, output)
+            if values[-1]:  # an observation beyond its clip: the layers again, clipped
+                run(obs)
+        else:
+            run(obs)
+        mean_0, mean_last = values[0], values[last]
+        if mean_0 < low0:
+            values[0] = low0
+        elif mean_0 > high0:
+            values[0] = high0
+        if mean_last < low1:
+            values[last] = low1
+        elif mean_last > high1:
+            values[last] = high1
+        return copy()  # a new array each time: the plant may keep it
+
+    return action
+
+
+def _many_outputs(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], Any]:
+    """Categorical with 4 or more actions (np.argmax), gaussian with 3 or more means (the clip
+    ufunc, into a new array)."""
+    fast, run, values = net.fast, net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+    outputs = output[: spec.action_dim]
+    argmax, clip, (low, high) = outputs.argmax, CLIP, _action_bounds(spec)
+    gaussian = spec.head == HEAD_GAUSSIAN
+
+    def action(obs: np.ndarray) -> Any:
+        if fast:
+            x_view[...] = obs
+            first_dot(w1t, units)
+            maximum(bits, zeros, out=into_bits)
+            output_dot(layer, output)
+            if values[-1]:  # an observation beyond its clip: the layers again, clipped
+                run(obs)
+        else:
+            run(obs)
+        if gaussian:
+            return clip(outputs, low, high)  # a new array: the plant may keep it
+        return int(argmax())  # the lowest index among ties
+
     return action
 
 
