@@ -238,13 +238,11 @@ def _argmax_of_three(net: _Layers) -> Callable[[np.ndarray], int]:
             first_dot(w1t, units)
             maximum(bits, zeros, out=into_bits)
             output_dot(layer, output)
-            a, b, c, beyond = values
-            if beyond:  # an observation beyond its clip: the layers again, clipped
+            if values[-1]:  # an observation beyond its clip: the layers again, clipped
                 run(obs)
-                a, b, c, _ = values
         else:
             run(obs)
-            a, b, c = values
+        a, b, c = values[0], values[1], values[2]  # cheaper than unpacking the memoryview
         if b <= a or a != a:
             return 0 if c <= a or a != a else 2
         return 1 if c <= b or b != b else 2
