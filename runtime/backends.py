@@ -141,14 +141,15 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     """
     net = _fused_layers(policy)
     spec, outputs = policy.spec, len(net.output) - net.fast
-    if spec.head != HEAD_GAUSSIAN and outputs == 1:
+    discrete = spec.head != HEAD_GAUSSIAN
+    if net.fast and discrete and outputs == 1:
         action = _by_sign(net)
-    elif spec.head != HEAD_GAUSSIAN and outputs == 3:
+    elif net.fast and discrete and outputs == 3:
         action = _argmax_of_three(net)
-    elif spec.head == HEAD_GAUSSIAN and outputs <= 2:
+    elif net.fast and not discrete and outputs <= 2:
         action = _few_means(net, spec)
     else:
-        action = _many_outputs(net, spec)
+        action = _any_head(net, spec)
     action.hidden = net.hidden  # type: ignore[attr-defined]
     return action
 
@@ -204,20 +205,17 @@ def _fused_layers(policy: Policy) -> _Layers:
 
 def _by_sign(net: _Layers) -> Callable[[np.ndarray], int]:
     """Bernoulli, and categorical with 2 actions: 1 when the one output is > 0."""
-    fast, run, values = net.fast, net.run, memoryview(net.output)  # read as Python floats
+    run, values = net.run, memoryview(net.output)  # read as Python floats
     x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
         net.front
     )
 
     def action(obs: np.ndarray) -> int:
-        if fast:
-            x_view[...] = obs
-            first_dot(w1t, units)
-            maximum(bits, zeros, out=into_bits)
-            output_dot(layer, output)
-            if values[-1]:  # an observation beyond its clip: the layers again, clipped
-                run(obs)
-        else:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
             run(obs)
         return 1 if values[0] > 0.0 else 0
 
@@ -227,20 +225,17 @@ def _by_sign(net: _Layers) -> Callable[[np.ndarray], int]:
 def _argmax_of_three(net: _Layers) -> Callable[[np.ndarray], int]:
     """Categorical with 3 actions (Acrobot's): np.argmax in Python, the lowest index among
     ties, the first NaN."""
-    fast, run, values = net.fast, net.run, memoryview(net.output)
+    run, values = net.run, memoryview(net.output)
     x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
         net.front
     )
 
     def action(obs: np.ndarray) -> int:
-        if fast:
-            x_view[...] = obs
-            first_dot(w1t, units)
-            maximum(bits, zeros, out=into_bits)
-            output_dot(layer, output)
-            if values[-1]:  # an observation beyond its clip: the layers again, clipped
-                run(obs)
-        else:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
             run(obs)
         a, b, c = values[0], values[1], values[2]  # cheaper than unpacking the memoryview
         if b <= a or a != a:
@@ -253,7 +248,7 @@ def _argmax_of_three(net: _Layers) -> Callable[[np.ndarray], int]:
 def _few_means(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], np.ndarray]:
     """Gaussian with k = 1 or 2: the means clipped in place in Python (a NaN stays, as in
     np.clip) and copied, cheaper than the clip's new array; k = 1 clips its one mean twice."""
-    fast, run, values = net.fast, net.run, memoryview(net.output)
+    run, values = net.run, memoryview(net.output)
     x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
         net.front
     )
@@ -261,14 +256,11 @@ def _few_means(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], np.ndar
     last, (low0, high0, low1, high1) = spec.action_dim - 1, _python_bounds(spec)
 
     def action(obs: np.ndarray) -> np.ndarray:
-        if fast:
-            x_view[...] = obs
-            first_dot(w1t, units)
-            maximum(bits, zeros, out=into_bits)
-            output_dot(layer, output)
-            if values[-1]:  # an observation beyond its clip: the layers again, clipped
-                run(obs)
-        else:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
             run(obs)
         mean_0, mean_last = values[0], values[last]
         if mean_0 < low0:
@@ -284,16 +276,17 @@ def _few_means(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], np.ndar
     return action
 
 
-def _many_outputs(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], Any]:
-    """Categorical with 4 or more actions (np.argmax), gaussian with 3 or more means (the clip
-    ufunc, into a new array)."""
+def _any_head(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], Any]:
+    """Every other policy: tanh or a shifted mean (the layers with the clip first), and on the
+    fast path categorical with 4 or more actions or gaussian with 3 or more means."""
     fast, run, values = net.fast, net.run, memoryview(net.output)
     x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
         net.front
     )
-    outputs = output[: spec.action_dim]
+    outputs = output[: len(output) - fast]  # the logits, or the means
+    logit_values = memoryview(outputs)
     argmax, clip, (low, high) = outputs.argmax, CLIP, _action_bounds(spec)
-    gaussian = spec.head == HEAD_GAUSSIAN
+    gaussian, by_sign = spec.head == HEAD_GAUSSIAN, len(outputs) == 1
 
     def action(obs: np.ndarray) -> Any:
         if fast:
@@ -307,7 +300,9 @@ def _many_outputs(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], Any]
             run(obs)
         if gaussian:
             return clip(outputs, low, high)  # a new array: the plant may keep it
-        return int(argmax())  # the lowest index among ties
+        if by_sign:
+            return 1 if logit_values[0] > 0.0 else 0
+        return int(argmax())  # the lowest index among ties, the first NaN
 
     return action
 
