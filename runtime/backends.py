@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -154,14 +154,20 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     return action
 
 
-class _Layers(NamedTuple):
-    """One policy's fused layers: weights laid out once, the buffers they fill."""
+class _Layers:
+    """One policy's fused layers: weights laid out once, the buffers they fill. (A plain class:
+    a NamedTuple took about 1 ms to define in a fresh interpreter, start-up time.)"""
 
-    fast: bool  # relu, no shifted mean: the layers from a copy of obs, `front`, inline
-    front: tuple  # what the fast path calls, in its order (see `_fused_layers`)
-    run: Callable[[np.ndarray], None]  # the layers of any obs, the clip first (if any)
-    output: np.ndarray  # the outputs, then (fast) the range units' sum
-    hidden: np.ndarray  # the hidden units' buffer
+    __slots__ = ("fast", "front", "run", "output", "hidden")
+
+    def __init__(
+        self, fast: bool, front: tuple, run: Callable, output: np.ndarray, hidden: np.ndarray
+    ) -> None:
+        self.fast = fast  # relu, no shifted mean: the layers from a copy of obs, `front`, inline
+        self.front = front  # what the fast path calls, in its order (see `_fused_layers`)
+        self.run = run  # the layers of any obs, the clip first (if any)
+        self.output = output  # the outputs, then (fast) the range units' sum
+        self.hidden = hidden  # the hidden units' buffer
 
 
 def _fused_layers(policy: Policy) -> _Layers:
