@@ -184,6 +184,21 @@ def test_an_observation_one_float_beyond_its_clip_is_clipped(normaliser: bool) -
     assert [decide(obs) for obs in np.array(inside, np.float32)] == [0, 0, 0]
 
 
+def test_a_clip_bound_beyond_float32_clips_nothing() -> None:
+    """std 4e37: mean +- 10 std overflows float32 to +-inf, a range unit that is never on."""
+    rng = np.random.default_rng(3)
+    policy = random_policy(rng, "categorical", obs_dim=3, hidden=16, actions=3)
+    scale = np.array([4e37, 1.0, 4e37])
+    policy = crafted_policy(policy.spec, **dict(policy.params, obs_std=scale))
+    obs = (policy.params["obs_mean"] + rng.standard_normal((300, 3)) * scale).astype(np.float32)
+    with np.errstate(over="ignore"):
+        bounds = np.float32(policy.params["obs_mean"] + np.array([[-10.0], [10.0]]) * scale)
+    assert np.isinf(bounds[:, [0, 2]]).all() and np.isfinite(bounds[:, 1]).all()
+    decide = fused_action(policy)
+    with np.errstate(over="raise", invalid="raise"):  # no inf - inf inside the layers
+        assert_same_actions(policy, decide, obs)
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_three_actions_take_np_argmax_of_every_tie(activation: str) -> None:
     spec = PolicySpec(2, 2, activation, head="categorical", action_dim=3)
