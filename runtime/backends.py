@@ -120,59 +120,213 @@ def fused_action(policy: Policy) -> Callable[[np.ndarray], Any]:
     gaussian's result: an int for bernoulli (1 when the logit > 0) and categorical (the
     argmax), the mean clipped to action_low..action_high as a new float32 (k,) array.
 
-    The layer, with x the observation in a preallocated (obs_dim + 1,) buffer whose last
+    The layers, with x the observation in a preallocated (obs_dim + 1,) buffer whose last
     value is 1, so that b1 is the last row of the transposed W1 (one dot, no add):
 
         normaliser: clip((obs - mean) / std, -10, 10) = (clip(obs, mean - 10 std, mean + 10 std)
-                    - mean) / std, so x = clip(obs, ...) (one ufunc), W1 / std and
-                    b1 - (W1 / std) mean (a larger |mean| / std: x = clip(obs - mean, +-10 std))
+                    - mean) / std, so x = clip(obs, low, high), W1 / std and b1 - (W1 / std) mean
+                    (a larger |mean| / std: x = clip(obs - mean, +-10 std), see FOLD_LIMIT)
         no normaliser: x = obs, a copy into the buffer
 
-    then h = act(x . W1t), relu on the bits as in `fused_decision`. The hidden buffer also ends
-    in a 1, so that b2 is the last row of the transposed W2 of the categorical and gaussian
-    heads; the bernoulli head compares W2 . h with -b2.
+    then h = act(x . W1t) and the outputs W2 . [h, 1], b2 the last column of W2; the bernoulli
+    head and categorical with 2 actions have one output, whose sign is the action.
+
+    With relu (and no shifted mean) the clip is no call of its own: x = obs, a copy, and the
+    first layer also computes the range units obs_j - high_j and low_j - obs_j
+    (`_with_range_units`), which the relu leaves at 0 except where an observation lies beyond
+    its clip; the last output is their sum, 0 exactly when the clip changes nothing.
+    Otherwise x is clipped and the layers run again: twice the time, for the rare observation
+    beyond 10 standard deviations. Each head has its own function, this fast path inline in
+    each (a call costs more than the branches it would save; docs/performance.md).
     """
+    net = _fused_layers(policy)
+    spec, outputs = policy.spec, len(net.output) - net.fast
+    discrete = spec.head != HEAD_GAUSSIAN
+    if net.fast and discrete and outputs == 1:
+        action = _by_sign(net)
+    elif net.fast and discrete and outputs == 3:
+        action = _argmax_of_three(net)
+    elif net.fast and not discrete and outputs <= 2:
+        action = _few_means(net, spec)
+    else:
+        action = _any_head(net, spec)
+    action.hidden = net.hidden  # type: ignore[attr-defined]
+    return action
+
+
+class _Layers:
+    """One policy's fused layers: weights laid out once, the buffers they fill. (A plain class:
+    a NamedTuple took about 1 ms to define in a fresh interpreter, start-up time.)"""
+
+    __slots__ = ("fast", "front", "run", "output", "hidden")
+
+    def __init__(
+        self, fast: bool, front: tuple, run: Callable, output: np.ndarray, hidden: np.ndarray
+    ) -> None:
+        self.fast = fast  # relu, no shifted mean: the layers from a copy of obs, `front`, inline
+        self.front = front  # what the fast path calls, in its order (see `_fused_layers`)
+        self.run = run  # the layers of any obs, the clip first (if any)
+        self.output = output  # the outputs, then (fast) the range units' sum
+        self.hidden = hidden  # the hidden units' buffer
+
+
+def _fused_layers(policy: Policy) -> _Layers:
     spec, params = policy.spec, policy.params
     mode, low_in, high_in, shift, w1t = _first_layer(params, spec)
+    relu = spec.activation == "relu"
+    fast = relu and mode != "shifted"
+    if fast and mode == "clip":
+        w1t = _with_range_units(w1t, low_in, high_in)
     x = np.ones(spec.obs_dim + 1, dtype=F32)  # x[-1] = 1 multiplies b1
     x_view = x[: spec.obs_dim]
     into_x = (x_view,)
-    layer = np.ones(spec.hidden + 1, dtype=F32)  # layer[-1] = 1 multiplies b2
-    hidden = layer[: spec.hidden]
-    hidden_bits = hidden.view(np.int32)
-    zeros, into_hidden, into_hidden_bits = np.zeros_like(hidden_bits), (hidden,), (hidden_bits,)
-    w2t = _output_weights(params, spec)
-    output = np.empty(w2t.shape[1], dtype=F32)
-    output_value = memoryview(output)
-    low, high = _action_bounds(spec)
+    layer = np.ones(w1t.shape[1] + 1, dtype=F32)  # layer[-1] = 1 multiplies b2
+    units = layer[:-1]  # the hidden units, then the range units (if any)
+    bits = units.view(np.int32)  # relu on the bits, as in `fused_decision`
+    zeros, into_units, into_bits = np.zeros_like(bits), (units,), (bits,)
+    w2 = _output_weights(params, spec, w1t.shape[1] - spec.hidden, fast)
+    output = np.empty(w2.shape[0], dtype=F32)
     maximum, tanh, subtract, clip = np.maximum, np.tanh, np.subtract, CLIP
-    first_dot, output_dot, argmax = x.dot, layer.dot, output.argmax
-    clipped, copied, relu = mode == "clip", mode == "copy", spec.activation == "relu"
-    gaussian = spec.head == HEAD_GAUSSIAN
-    by_sign = not gaussian and w2t.shape[1] == 1  # bernoulli, and categorical with 2 actions
+    first_dot, output_dot = x.dot, w2.dot
+    copied, clipped = mode == "copy", mode == "clip"
 
-    def action(obs: np.ndarray) -> Any:
-        if clipped:
-            clip(obs, low_in, high_in, out=into_x)
-        elif copied:
+    def run(obs: np.ndarray) -> None:
+        if copied:
             x_view[...] = obs
+        elif clipped:
+            clip(obs, low_in, high_in, out=into_x)
         else:  # shifted: the mean subtracted first
             subtract(obs, shift, out=into_x)
             clip(x_view, low_in, high_in, out=into_x)
-        first_dot(w1t, hidden)
+        first_dot(w1t, units)
         if relu:
-            maximum(hidden_bits, zeros, out=into_hidden_bits)
+            maximum(bits, zeros, out=into_bits)
         else:
-            tanh(hidden, out=into_hidden)
-        output_dot(w2t, output)
-        if by_sign:
-            return 1 if output_value[0] > 0.0 else 0
-        if gaussian:
-            return clip(output, low, high)  # a new array: the plant may keep it
-        return int(argmax())  # the lowest index among ties, as np.argmax
+            tanh(units, out=into_units)
+        output_dot(layer, output)
 
-    action.hidden = hidden  # type: ignore[attr-defined]
+    front = (x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer)
+    return _Layers(fast, front + (output,), run, output, layer[: spec.hidden])
+
+
+def _by_sign(net: _Layers) -> Callable[[np.ndarray], int]:
+    """Bernoulli, and categorical with 2 actions: 1 when the one output is > 0."""
+    run, values = net.run, memoryview(net.output)  # read as Python floats
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+
+    def action(obs: np.ndarray) -> int:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
+            run(obs)
+        return 1 if values[0] > 0.0 else 0
+
     return action
+
+
+def _argmax_of_three(net: _Layers) -> Callable[[np.ndarray], int]:
+    """Categorical with 3 actions (Acrobot's): np.argmax in Python, the lowest index among
+    ties, the first NaN."""
+    run, values = net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+
+    def action(obs: np.ndarray) -> int:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
+            run(obs)
+        a, b, c = values[0], values[1], values[2]  # cheaper than unpacking the memoryview
+        if b <= a or a != a:
+            return 0 if c <= a or a != a else 2
+        return 1 if c <= b or b != b else 2
+
+    return action
+
+
+def _few_means(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], np.ndarray]:
+    """Gaussian with k = 1 or 2: the means clipped in place in Python (a NaN stays, as in
+    np.clip) and copied, cheaper than the clip's new array; k = 1 clips its one mean twice."""
+    run, values = net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+    copy = net.output[: spec.action_dim].copy
+    last, (low0, high0, low1, high1) = spec.action_dim - 1, _python_bounds(spec)
+
+    def action(obs: np.ndarray) -> np.ndarray:
+        x_view[...] = obs
+        first_dot(w1t, units)
+        maximum(bits, zeros, out=into_bits)
+        output_dot(layer, output)
+        if values[-1]:  # an observation beyond its clip: the layers again, clipped
+            run(obs)
+        mean_0, mean_last = values[0], values[last]
+        if mean_0 < low0:
+            values[0] = low0
+        elif mean_0 > high0:
+            values[0] = high0
+        if mean_last < low1:
+            values[last] = low1
+        elif mean_last > high1:
+            values[last] = high1
+        return copy()  # a new array each time: the plant may keep it
+
+    return action
+
+
+def _any_head(net: _Layers, spec: PolicySpec) -> Callable[[np.ndarray], Any]:
+    """Every other policy: tanh or a shifted mean (the layers with the clip first), and on the
+    fast path categorical with 4 or more actions or gaussian with 3 or more means."""
+    fast, run, values = net.fast, net.run, memoryview(net.output)
+    x_view, first_dot, w1t, units, maximum, bits, zeros, into_bits, output_dot, layer, output = (
+        net.front
+    )
+    outputs = output[: len(output) - fast]  # the logits, or the means
+    logit_values = memoryview(outputs)
+    argmax, clip, (low, high) = outputs.argmax, CLIP, _action_bounds(spec)
+    gaussian, by_sign = spec.head == HEAD_GAUSSIAN, len(outputs) == 1
+
+    def action(obs: np.ndarray) -> Any:
+        if fast:
+            x_view[...] = obs
+            first_dot(w1t, units)
+            maximum(bits, zeros, out=into_bits)
+            output_dot(layer, output)
+            if values[-1]:  # an observation beyond its clip: the layers again, clipped
+                run(obs)
+        else:
+            run(obs)
+        if gaussian:
+            return clip(outputs, low, high)  # a new array: the plant may keep it
+        if by_sign:
+            return 1 if logit_values[0] > 0.0 else 0
+        return int(argmax())  # the lowest index among ties, the first NaN
+
+    return action
+
+
+def _with_range_units(w1t: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """W1t (obs_dim + 1, hidden) and 2 * obs_dim more columns: x_j - high_j, low_j - x_j.
+
+    Each column holds one weight +-1 and a bound in the bias row, the rest 0. With a finite
+    observation (every plant checks) the dot adds zeros to two exact products, so that any
+    BLAS gives fl(x_j - high_j), correctly rounded: positive exactly when x_j > high_j, since
+    a difference of float32 values is 0 only between equal ones (subnormals kept). After the
+    relu a range unit is positive exactly where the clip changes x, and their sum, of values
+    >= 0, is 0 exactly when each is (an infinite bound gives -inf: never beyond it).
+    """
+    eye = np.eye(len(low), dtype=F32)
+    above = np.vstack([eye, -high[None, :]])
+    below = np.vstack([-eye, low[None, :]])
+    return np.ascontiguousarray(np.hstack([w1t, above, below]), dtype=F32)
 
 
 def _first_layer(params: Params, spec: PolicySpec) -> tuple:
@@ -197,15 +351,34 @@ def _first_layer(params: Params, spec: PolicySpec) -> tuple:
     return mode, low, high, shift, w1t
 
 
-def _output_weights(params: Params, spec: PolicySpec) -> np.ndarray:
-    """W2 transposed (hidden + 1, outputs) with b2 (or zeros) as its last row. Bernoulli: one
+def _output_weights(params: Params, spec: PolicySpec, range_units: int, check: bool) -> np.ndarray:
+    """The output layer (outputs, hidden + range units + 1), C-contiguous, b2 (or zeros) its last
+    column, to multiply the layer buffer (`w2.dot(layer)` is the cheaper gemv). Bernoulli: one
     output, the logit; categorical with 2 actions: one output too, logit 1 - logit 0, whose
-    sign is the argmax (0 on a tie, as np.argmax)."""
+    sign is the argmax (0 on a tie, as np.argmax). The range units weigh 0 in every output;
+    `check` adds the last output, their sum (0 with no range units)."""
     w2 = np.asarray(params[KEY_W2], dtype=np.float64).reshape(-1, spec.hidden)
     b2 = np.asarray(params.get(KEY_B2, np.zeros(w2.shape[0])), dtype=np.float64)
     if spec.head == HEAD_CATEGORICAL and spec.action_dim == 2:
         w2, b2 = w2[1:] - w2[:1], b2[1:] - b2[:1]
-    return np.ascontiguousarray(np.vstack([w2.T, b2[None, :]]), dtype=F32)
+    outputs = len(b2)
+    layer = np.zeros((outputs + check, spec.hidden + range_units + 1))
+    layer[:outputs, : spec.hidden] = w2
+    layer[:outputs, -1] = b2
+    if check:
+        layer[outputs, spec.hidden : spec.hidden + range_units] = 1.0
+    return np.ascontiguousarray(layer, dtype=F32)
+
+
+def _python_bounds(spec: PolicySpec) -> tuple[float, float, float, float]:
+    """A gaussian head's first two (low, high) pairs as Python floats of their float32 values,
+    compared with the float32 means exactly as the clip compares them; k = 1 gives its pair
+    twice; any other head NaN (unused)."""
+    if spec.head != HEAD_GAUSSIAN:
+        return (math.nan,) * 4
+    low, high = _action_bounds(spec)
+    second = min(1, spec.action_dim - 1)
+    return float(low[0]), float(high[0]), float(low[second]), float(high[second])
 
 
 def _action_bounds(spec: PolicySpec) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -58,9 +58,35 @@ def test_only_one_section_runs_and_is_reported(bench, tmp_path: Path, capsys) ->
 
 def test_the_heads_section_runs_and_is_reported(bench, capsys) -> None:
     rows = bench.bench_heads(quick=True)
-    assert {(r["obs_dim"], r["hidden"], r["candidate"]) for r in rows} == {
-        (o, h, c) for o, h in bench.HEAD_SIZES for c in bench.HEAD_CANDIDATES
-    }
+    assert sorted(
+        (r["observations"], r["obs_dim"], r["hidden"], r["candidate"]) for r in rows
+    ) == sorted(
+        (observed, o, h, c)
+        for observed in bench.HEAD_OBSERVATIONS
+        for o, h in bench.HEAD_SIZES
+        for c in bench.HEAD_CANDIDATES
+    )
     assert all(r["median_us"] > 0 and r["p99_us"] > 0 and r["ratio"] > 0 for r in rows)
     bench.print_heads(rows)
-    assert "worst ratio to format 1 bernoulli" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "target: every head within 1.3x" in printed
+    for head in ("bernoulli", "categorical", "gaussian"):
+        assert f"  {head} " in printed
+
+
+def test_the_head_verdicts_name_every_size_that_misses(bench) -> None:
+    rows = [
+        {"observations": observed, "obs_dim": o, "hidden": h, "candidate": c, "ratio": ratio}
+        for observed in bench.HEAD_OBSERVATIONS
+        for o, h in bench.HEAD_SIZES
+        for c, ratio in zip(bench.HEAD_CANDIDATES, (1.0, 1.2, 1.3, 1.2), strict=True)
+    ]
+    rows[7]["ratio"] = 1.31  # gaussian at the second size, within the clip
+    rows[-1]["ratio"] = 9.0  # beyond the clip: no target
+    bernoulli, categorical, gaussian = bench.head_verdicts(rows)
+    assert bernoulli.split()[:3] == ["bernoulli", "PASS", "9/9"]
+    assert categorical.split()[:3] == ["categorical", "PASS", "9/9"]  # 1.3 meets "within 1.3x"
+    assert gaussian.split()[:3] == ["gaussian", "FAIL", "8/9"]
+    assert (
+        gaussian.endswith("missed at obs 3 H 64 1.31x") and "worst 1.31x (obs 3 H 64)" in gaussian
+    )

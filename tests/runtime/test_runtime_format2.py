@@ -126,6 +126,15 @@ def test_the_fused_action_is_the_greedy_action(head, activation, biases, normali
         assert_same_actions(policy, fused_action(policy), observations(rng, policy))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_one_dimensional_gaussian_is_the_greedy_action(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    activation, normaliser = ("relu", "tanh")[seed % 2], seed < 2
+    for _ in range(8):  # InvertedPendulum's shape: one mean, compared with its bounds in Python
+        policy = random_policy(rng, "gaussian", activation, True, normaliser, actions=1)
+        assert_same_actions(policy, fused_action(policy), observations(rng, policy))
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_a_normaliser_far_from_zero_subtracts_the_mean_first(head: str) -> None:
     rng = np.random.default_rng(5)
@@ -145,6 +154,78 @@ def test_categorical_ties_give_the_lowest_index_and_gaussian_results_are_new_arr
     assert first is not second and first.shape == (2,)
     low, high = np.float32(gaussian.spec.action_low), np.float32(gaussian.spec.action_high)
     assert np.all((low <= second) & (second <= high))
+
+
+def crafted_policy(spec: PolicySpec, **arrays: np.ndarray):
+    """A parsed policy of these float32 arrays (W1, W2 and any of b1, b2, obs_mean, obs_std)."""
+    params = {name: np.asarray(value, np.float32) for name, value in arrays.items()}
+    return parse_policy(policy_bytes(params, make_meta(spec=spec, version=1, created=CREATED)))
+
+
+@pytest.mark.parametrize("normaliser", [True, False])
+def test_an_observation_one_float_beyond_its_clip_is_clipped(normaliser: bool) -> None:
+    """Units that turn on only beyond the clip at +-10 (mean 0, std 1): 1e6 * x - 1e7 is about
+    0.95 one float32 step beyond 10, where the clipped observation gives exactly 0. With the
+    normaliser every such observation must act as at the bound (0); without it they act 1."""
+    arrays = {"W1": [[1e6, 0], [0, -1e6]], "b1": [-1e7, -1e7], "W2": [1, 1], "b2": [-0.5]}
+    if normaliser:
+        arrays |= {"obs_mean": [0, 0], "obs_std": [1, 1]}
+    policy = crafted_policy(PolicySpec(2, 2), **arrays)
+    decide = fused_action(policy)
+    beyond_high, beyond_low = (
+        np.nextafter(np.float32(10), np.float32(np.inf)),
+        -np.nextafter(np.float32(10), np.float32(np.inf)),
+    )
+    beyond = [[beyond_high, 0], [0, beyond_low], [beyond_high, beyond_low], [1e30, -1e30]]
+    inside = [[10, -10], [np.nextafter(np.float32(10), np.float32(0)), 0], [0, 0]]
+    for obs in np.array(beyond + inside, np.float32):
+        assert decide(obs) == greedy_action(policy.params, obs, policy.spec)
+    assert [decide(obs) for obs in np.array(beyond, np.float32)] == [int(not normaliser)] * 4
+    assert [decide(obs) for obs in np.array(inside, np.float32)] == [0, 0, 0]
+
+
+def test_a_clip_bound_beyond_float32_clips_nothing() -> None:
+    """std 4e37: mean +- 10 std overflows float32 to +-inf, a range unit that is never on."""
+    rng = np.random.default_rng(3)
+    policy = random_policy(rng, "categorical", obs_dim=3, hidden=16, actions=3)
+    scale = np.array([4e37, 1.0, 4e37])
+    policy = crafted_policy(policy.spec, **dict(policy.params, obs_std=scale))
+    obs = (policy.params["obs_mean"] + rng.standard_normal((300, 3)) * scale).astype(np.float32)
+    with np.errstate(over="ignore"):
+        bounds = np.float32(policy.params["obs_mean"] + np.array([[-10.0], [10.0]]) * scale)
+    assert np.isinf(bounds[:, [0, 2]]).all() and np.isfinite(bounds[:, 1]).all()
+    decide = fused_action(policy)
+    with np.errstate(over="raise", invalid="raise"):  # no inf - inf inside the layers
+        assert_same_actions(policy, decide, obs)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_three_actions_take_np_argmax_of_every_tie(activation: str) -> None:
+    spec = PolicySpec(2, 2, activation, head="categorical", action_dim=3)
+    for logits in itertools.product((-1.0, 0.0, 1.0), repeat=3):
+        policy = crafted_policy(
+            spec, W1=np.eye(2), W2=np.zeros((3, 2)), b2=logits, obs_mean=[0, 0], obs_std=[1, 1]
+        )
+        assert fused_action(policy)(np.ones(2, np.float32)) == int(np.argmax(logits)), logits
+
+
+@pytest.mark.parametrize("actions", [1, 2, 3])
+def test_gaussian_means_at_and_beyond_their_bounds_are_clipped(actions: int) -> None:
+    low, high = np.linspace(-1, -0.5, actions), np.linspace(0.5, 1, actions)
+    spec = PolicySpec(2, 2, head="gaussian", action_dim=actions, action_low=tuple(low),
+                      action_high=tuple(high))  # fmt: skip
+    log_std = np.zeros(actions)
+    means = [low, high, low - 1, high + 1, (low + high) / 2, np.nextafter(high, 2), low * 0]
+    for mean in means:
+        for order in (1, -1):  # the first mean inside its bounds and the last beyond, or back
+            b2 = np.where(np.arange(actions) % 2 == 0, mean, mean[::order])
+            policy = crafted_policy(spec, W1=np.eye(2), W2=np.zeros((actions, 2)), b2=b2,
+                                    log_std=log_std)  # fmt: skip
+            decide = fused_action(policy)
+            first, second = decide(np.ones(2, np.float32)), decide(np.ones(2, np.float32))
+            expected = np.clip(b2.astype(np.float32), np.float32(low), np.float32(high))
+            assert first.dtype == np.float32 and first.shape == (actions,)
+            assert np.array_equal(first, expected) and first is not second
 
 
 def test_naive_action_and_lists_of_floats() -> None:
