@@ -933,13 +933,18 @@ def checked_undo(args: argparse.Namespace) -> UndoSpec | None:
     return UndoSpec(previous, key)
 
 
-def start_state(request: Request, known: dict[str, dict[str, Any]]) -> State:
-    """A new state from the request and the retained statuses, or the one to continue."""
-    path, policy = request.state_path, request.policy
-    if path.exists():
-        state = load_state(path)
-        check_resumable(state, request)
-        return state
+def existing_state(request: Request) -> State | None:
+    """The state to continue (checked against the request), or None for a new rollout."""
+    if not request.state_path.exists() and not request.state_path.is_symlink():
+        return None
+    state = load_state(request.state_path)
+    check_resumable(state, request)
+    return state
+
+
+def new_state(request: Request, known: dict[str, dict[str, Any]]) -> State:
+    """A new state from the request and the retained statuses (`known`)."""
+    policy = request.policy
     if request.devices is None:
         devices = tuple(sorted(d for d, s in known.items() if s.get("state") == "online"))
         if not devices:
@@ -986,6 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_request(request: Request, progress: Callable[[str, bool], None]) -> int:
     """Connect, build or load the state, roll out, print the report; the exit code."""
     with locked(request.state_path):
+        resumed = existing_state(request)  # bad or foreign: refused before connecting
         board = StatusBoard(
             request.settings, request.prefix, request.connect_timeout, reconnect_max_s=2
         )
@@ -997,7 +1003,7 @@ def run_request(request: Request, progress: Callable[[str, bool], None]) -> int:
         try:
             with board.changed:
                 known = dict(board.status)
-            state = start_state(request, known)
+            state = resumed or new_state(request, known)
             state.save(request.state_path)
             rollout = Rollout(
                 state,
