@@ -557,7 +557,7 @@ class Rollout:
         if state.undo is None:
             with self.board.changed:
                 statuses = dict(self.board.status)
-            targets = undo_targets(state)
+            targets = undo_targets(state, statuses)
             newest = max(
                 [state.policy_version, spec.previous.version]
                 + [int(s.get("policy_version") or 0) for s in statuses.values()]
@@ -654,13 +654,14 @@ class Rollout:
         self._saved_at = now
 
 
-def undo_targets(state: State) -> list[str]:
+def undo_targets(state: State, statuses: dict[str, dict[str, Any]]) -> list[str]:
     """The devices the aborted rollout sent to, but those that rejected it or went back on
-    their own (they run the previous policy already)."""
+    their own (they run the previous policy already), as they said then or say now."""
     targets = []
     for device in sorted(state.sent):
         reason = (state.results.get(device) or {}).get("reason", "")
-        if reason.startswith(("rejected", "rolled_back")):
+        now = judge(statuses.get(device), state.policy_sha256, state.policy_version, sent=True)
+        if reason.startswith(("rejected", "rolled_back")) or (now and now[0] == FAILED):
             continue
         targets.append(device)
     return targets
