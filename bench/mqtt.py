@@ -469,7 +469,8 @@ def rollout_once(workdir: Path, policy: Path, operator: str, *extra: str):
     import contextlib
     import io
 
-    from export.rollout import build_parser, checked_request, load_state, run_request
+    from export.rollout import build_parser, checked_request, run_request
+    from export.waves import load_state
 
     state = workdir / f"rollout-{uuid.uuid4().hex[:8]}.json"
     argv = [str(policy), "--broker", operator, "--topic-prefix", PREFIX, "--all-online"]
@@ -488,7 +489,7 @@ def rollout_once(workdir: Path, policy: Path, operator: str, *extra: str):
 def crossing_time(live: LiveStatuses, plan, wave: int, sha256: str, version: int, since: float):
     """When the abort rule first held for `wave`, replayed over the statuses as the watcher
     saw them arrive (the rollout's own rule: export.rollout.judge and crossed)."""
-    from export.rollout import FAILED, crossed, judge
+    from export.waves import FAILED, crossed, judge
 
     members = set(plan.members()[wave])
     results: dict[str, str] = {}

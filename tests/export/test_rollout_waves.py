@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from export.rollout import Plan, crossed, judge, main, parse_waves
+from export.rollout import main
+from export.waves import Plan, crossed, judge, parse_waves
 from tests.export.rollout_support import Fleet, PushCounter, rollout_argv
 from tests.ota_support import PREFIX, Watcher, new_key, signed_policy
 
