@@ -582,6 +582,7 @@ def run_rollouts(
             "undo": report["undo"],
             "waves": report["waves"],
             "on_aborted_version": versions.count(6),
+            "on_undo_version": versions.count((report["undo"] or {}).get("version")),
             "last_wave_untouched": all(statuses[d]["policy_version"] == 5 for d in last_wave),
             "seconds": seconds,
         },
@@ -612,7 +613,8 @@ def print_rollouts(result: dict, operator: str, device_urls: list[str]) -> dict[
     undo = abort["undo"] or {}
     print(
         f"   waves {waves}; undo to {undo.get('devices')} devices (version {undo.get('version')}):"
-        f" {undo.get('succeeded')} restored in {abort['undo_s']:.2f} s; devices left on the"
+        f" {undo.get('succeeded')} off the aborted version in {abort['undo_s']:.2f} s"
+        f" ({abort['on_undo_version']} on the undo, the others refused it); devices left on the"
         f" aborted version: {abort['on_aborted_version']}; last wave untouched:"
         f" {abort['last_wave_untouched']}"
     )

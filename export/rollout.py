@@ -309,7 +309,9 @@ class Rollout:
             for device in sorted(changed):
                 if device in undo.results:
                     continue
-                verdict = undo_verdict(statuses.get(device), undo, device in undo.sent)
+                verdict = undo_verdict(
+                    statuses.get(device), undo, device in undo.sent, self.state.policy_sha256
+                )
                 if verdict is not None:
                     undo.results[device] = {"result": verdict[0], "reason": verdict[1]}
                 elif (
@@ -384,14 +386,22 @@ def undo_targets(state: State, statuses: dict[str, dict[str, Any]]) -> list[str]
     return targets
 
 
-def undo_verdict(body: dict[str, Any] | None, undo: Undo, sent: bool) -> tuple[str, str] | None:
+def undo_verdict(
+    body: dict[str, Any] | None, undo: Undo, sent: bool, aborted_sha256: str
+) -> tuple[str, str] | None:
+    """Succeeded once the device runs the undo, or refused it while it does not run the
+    aborted file either (it rejected that too, or went back on its own); failed when it refused
+    the undo and still runs the aborted file."""
     if body is None:
         return None
     if body.get("policy_sha256") == undo.sha256:
         return SUCCEEDED, "" if sent else "already running it"
     last = body.get("last_update") or {}
     if sent and last.get("sha256") == undo.sha256 and last.get("result") == "rejected":
-        return FAILED, f"rejected: {last.get('reason') or '-'}"
+        why = last.get("reason") or "-"
+        if body.get("policy_sha256") != aborted_sha256:
+            return SUCCEEDED, f"not on the aborted version; it refused the undo too: {why}"
+        return FAILED, f"rejected: {why}"
     return None
 
 

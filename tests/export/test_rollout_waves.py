@@ -169,3 +169,21 @@ def test_a_wave_over_the_threshold_stops_the_rollout(tmp_path, broker, keyed, ca
         untouched, 5
     )
     assert all(counter.counts[f"pi-{i:02d}"] == 1 for i in range(6)), counter.counts
+
+
+def test_an_undo_succeeds_when_the_device_is_off_the_aborted_version():
+    from export.rollout import undo_verdict
+    from export.waves import Undo
+
+    undo = Undo(sha256="ee" * 32, version=7, targets=["a"])
+    refused = {"sha256": "ee" * 32, "result": "rejected", "reason": "signature check failed"}
+    assert undo_verdict(status(sha="ee" * 32, version=7), undo, True, SHA) == ("succeeded", "")
+    assert undo_verdict(status(), undo, True, SHA) is None  # still on it, no answer yet
+    on_aborted = status(last=refused)
+    assert undo_verdict(on_aborted, undo, True, SHA) == (
+        "failed",
+        "rejected: signature check failed",
+    )
+    went_back = status(sha="cd" * 32, version=5, last=refused)
+    result, reason = undo_verdict(went_back, undo, True, SHA)
+    assert result == "succeeded" and reason.startswith("not on the aborted version")
