@@ -575,6 +575,7 @@ def run_rollouts(
         "abort": {
             "code": code,
             "outcome": report["outcome"],
+            "abort_rule": report["abort"],
             "strangers": len(strangers),
             "wave_to_abort_s": aborted - wave_start,
             "crossed_to_abort_s": None if crossed_at is None else aborted - crossed_at,
@@ -606,7 +607,9 @@ def print_rollouts(result: dict, operator: str, device_urls: list[str]) -> dict[
     shown = "not seen" if crossed is None else f"{crossed * 1e3:.0f} ms"
     print(
         f"   abort ({abort['strangers']} of wave 2 reject it, --abort-above 10%):"
-        f" {abort['outcome']}; wave 2 start -> abort {abort['wave_to_abort_s'] * 1e3:.0f} ms;"
+        f" {abort['outcome']} after {(abort['abort_rule'] or {}).get('results')} results"
+        f" ({(abort['abort_rule'] or {}).get('failed')} failed);"
+        f" wave 2 start -> abort {abort['wave_to_abort_s'] * 1e3:.0f} ms;"
         f" threshold crossed (as a watcher saw it) -> abort {shown}"
     )
     waves = ", ".join(f"{w['sent']}/{w['devices']} sent" for w in abort["waves"])

@@ -116,3 +116,37 @@ def test_a_broker_that_dies_mid_wave_pauses_the_rollout(tmp_path, broker, setup)
     assert result["outcome"] == "completed"
     assert_once_each(counter, result)
     assert set(fleet.versions().values()) == {6}
+
+
+def test_an_aborted_rollout_is_undone_by_a_rerun_with_undo(tmp_path, broker, capsys):
+    from export.keys import generate_keypair, load_private_key
+
+    private, pub = generate_keypair(tmp_path / "keys")
+    key = load_private_key(private)
+    _, other_pub = new_key(tmp_path, "other")
+    fleet = Fleet(tmp_path, broker.port, key, pub, 4, strangers={"pi-01": other_pub})
+    counter = PushCounter(broker.port)
+    policy, previous = tmp_path / "v6.npz", tmp_path / "v5.npz"
+    policy.write_bytes(signed_policy(6, key))
+    previous.write_bytes(signed_policy(5, key))
+    state = tmp_path / "state.json"
+    argv = rollout_argv(policy, broker.port, state, "--all-online", "--json", *WAVES[:2])
+    argv += ["--abort-above", "10%", "--min-devices", "2"]
+    undo = ["--undo", "--previous", str(previous), "--sign-key", str(private)]
+    try:
+        assert main(argv) == 1
+        first = json.loads(capsys.readouterr().out)
+        versions = fleet.versions()
+        assert main([*argv, *undo]) == 1
+        second = json.loads(capsys.readouterr().out)
+        assert main([*argv, *undo]) == 1  # done: reported again, nothing sent
+        third = json.loads(capsys.readouterr().out)
+    finally:
+        counter.close()
+        fleet.stop()
+    assert first["outcome"] == "aborted" and first["undo"] is None
+    assert versions == {"pi-00": 6, "pi-01": 5, "pi-02": 5, "pi-03": 5}
+    assert second["undo"]["devices"] == 1 and second["undo"]["succeeded"] == 1
+    assert fleet.versions() == {"pi-00": 7, "pi-01": 5, "pi-02": 5, "pi-03": 5}
+    assert dict(counter.counts) == {"pi-00": 2, "pi-01": 1}  # the file, then the undo
+    assert third["undo"] == second["undo"]
