@@ -56,6 +56,7 @@ from export.waves import (
     SUCCEEDED,
     Plan,
     State,
+    StateNotSaved,
     Undo,
     crossed,
     judge,
@@ -711,7 +712,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         request = checked_request(args)
         if request.policy.signature is None:
             logger.warning("%s is unsigned: devices with a public key will reject it", request.path)
-        return run_request(request, Progress(sys.stderr))
+        try:
+            return run_request(request, Progress(sys.stderr))
+        except StateNotSaved as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
 
     return _run(body)
 

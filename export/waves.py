@@ -202,6 +202,10 @@ def crossed(failed: int, results: int, size: int, plan: Plan) -> bool:
 # --- the state file -----------------------------------------------------------------------------
 
 
+class StateNotSaved(Exception):
+    """The state file could not be written: one line, exit 1."""
+
+
 @dataclass
 class Undo:
     """The previous policy re-signed at a newer version, and who got it."""
@@ -247,7 +251,14 @@ class State:
         }
 
     def save(self, path: Path) -> None:
-        atomic_write(path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
+        """Atomically; StateNotSaved (the rollout stops: it sends nothing it cannot record)."""
+        try:
+            atomic_write(path, json.dumps(self.to_json(), indent=1, sort_keys=True).encode())
+        except OSError as error:
+            raise StateNotSaved(
+                f"--state {path}: cannot write: {error.strerror or error}; stopped, nothing"
+                " more is sent (the last saved state continues the rollout)"
+            ) from None
 
 
 def load_state(path: Path) -> State:

@@ -225,3 +225,22 @@ def test_keys_push_of_a_forged_or_old_key_set_is_rejected_and_changes_nothing(
     assert "keys version 1 is not newer than version 2" in results["old"][1]["reason"]
     assert device.agent.keyset.version == 2
     assert device.agent.keyset.sha256 == hashlib.sha256(current.read_bytes()).hexdigest()
+
+
+def test_a_state_the_disk_refuses_stops_before_anything_is_sent(
+    files, broker, fleet, capsys, monkeypatch
+):
+    import errno
+
+    import export.waves
+
+    def disk_full(path, data, mode=0o644):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export.waves, "atomic_write", disk_full)
+    argv = rollout_argv(files["policy"], broker.port, files["tmp"] / "s.json", "--all-online")
+    code, out, err = run([*argv, *GOOD], capsys)
+    line = one_line(err)
+    assert code == 1 and not out
+    assert "cannot write: No space left on device; stopped, nothing more is sent" in line
+    assert not fleet[1].counts and set(fleet[0].versions().values()) == {5}
