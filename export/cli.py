@@ -5,6 +5,8 @@
     python -m export verify FILE --public-key P  export/verify.py
     python -m export push FILE --fleet --broker URL   export/push.py
     python -m export status --broker URL         export/push.py
+    python -m export rollout FILE --broker URL --all-online --waves 5%,25%,100% --abort-above 10%
+                                                 export/rollout.py
     python -m export keys sign|push ...          export/keyset.py
 
 A new subcommand is one line in SUBCOMMANDS ("name": ("module:function", "summary")) and a
@@ -27,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("export.verify:main", "check the signature of a policy.npz"),
     "push": ("export.push:push_main", "publish a policy to devices or the fleet over MQTT"),
     "status": ("export.push:status_main", "list devices from their retained MQTT status"),
+    "rollout": ("export.rollout:main", "roll a policy out to devices in waves, abort on failures"),
     "keys": ("export.keyset:main", "sign (keys sign) or push (keys push) a key-set change"),
 }
 DEFAULT_COMMAND = "export.build:main"

@@ -12,7 +12,9 @@ target applied it, 1 otherwise (or when the broker is unreachable), 2 for bad in
 
 Both commands learn when the broker has delivered every retained status by publishing a marker
 on a private topic after subscribing: a broker delivers one client's messages in order, so the
-marker arrives after the last retained status.
+marker arrives after the last retained status. Statuses are read at QoS 0: a broker bounds what
+it queues per client at QoS 1 (`max_queued_messages 32` in deploy/mosquitto, above the 20 in
+flight), so a QoS 1 subscription would get only the first 52 of a fleet's retained statuses.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from runtime.policy import PolicyError, parse_policy
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATUS_QOS = 0  # never queued (and dropped) by the broker: see the module docstring
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the devices enforce their own (smaller) limit
 
 
@@ -84,19 +87,36 @@ class Outcome:
 
 
 class StatusBoard:
-    """Subscribes to every device's retained status and keeps the newest per device."""
+    """Subscribes to every device's retained status and keeps the newest per device.
 
-    def __init__(self, settings: BrokerSettings, prefix: str, connect_timeout: float) -> None:
+    paho reconnects by itself after the connection drops; each connection subscribes again
+    (the session is clean), so the retained statuses come in again and `connected` says when
+    the board is live."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        prefix: str,
+        connect_timeout: float,
+        *,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
         self.prefix = prefix
         self.status: dict[str, dict[str, Any]] = {}
         self.changed = threading.Condition()
+        self.connected = threading.Event()
         self._marker_topic = f"{prefix}/push/{uuid.uuid4().hex}"
         self._marker_seen = threading.Event()
         self._answered = threading.Event()  # the broker accepted or refused the connection
         self._refused: str | None = None
         self._listeners: list[Any] = []
-        self.client = make_client(settings, f"reinforce-edge-push-{uuid.uuid4().hex[:12]}")
+        self.client = make_client(
+            settings,
+            f"reinforce-edge-push-{uuid.uuid4().hex[:12]}",
+            reconnect_max_s=reconnect_max_s,
+        )
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.settings = settings
         self.connect_timeout = connect_timeout
@@ -112,9 +132,7 @@ class StatusBoard:
             self.close()
             why = f"refused the connection: {self._refused}" if self._refused else "did not answer"
             raise ConnectionError(f"broker {self.settings.url} {why}")
-        status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
-        self.client.subscribe([(status_topic, 1), (self._marker_topic, 1)])
-        self.client.publish(self._marker_topic, b"", qos=1)
+        self.client.publish(self._marker_topic, b"", qos=1)  # after the subscription (on_connect)
         if not self._marker_seen.wait(self.connect_timeout):
             self.close()
             raise ConnectionError(f"broker {self.settings.url} did not deliver the statuses")
@@ -123,11 +141,27 @@ class StatusBoard:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def resubscribe(self) -> None:
+        """Subscribe again: the broker then sends every retained status once more (a status
+        it dropped on its way here, at QoS 0, comes back)."""
+        self.client.subscribe(TOPIC_ALL_STATUS.format(prefix=self.prefix), STATUS_QOS)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:  # wrong password, not authorised: retrying cannot help
             self._refused = str(reason_code)
             client.disconnect()
+        else:
+            status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
+            client.subscribe([(status_topic, STATUS_QOS), (self._marker_topic, STATUS_QOS)])
+            with self.changed:
+                self.connected.set()
+                self.changed.notify_all()
         self._answered.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self.changed:
+            self.connected.clear()
+            self.changed.notify_all()
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self._marker_topic:

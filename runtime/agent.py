@@ -12,7 +12,9 @@ Three threads, none of them the control loop's:
 - the control loop itself only calls `on_episode` once per finished episode (cheap).
 
 Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
-shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one).
+shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one). The status's
+`probation` follows the health check of the version applied last (pending, then passed or
+failed; skipped when there is nothing to judge it by): it is published again when it passes.
 
 The MQTT client id is derived from the device id, so the broker holds one connection per device:
 a rebooted device takes over its dead run's connection at once. Two runtimes given the same
@@ -473,6 +475,8 @@ class Agent:
                     self._handle_payload(topic, data, retained)
                 elif kind == "rollback":
                     self._roll_back(item)
+                elif kind == "passed":
+                    self._probation_passed()
             except Exception:  # the worker must survive anything a payload can cause
                 logger.exception("update worker error (the running policy is unchanged)")
             if time.monotonic() >= next_telemetry:
@@ -643,12 +647,23 @@ class Agent:
             episode_return, version = result["return"], self.slot.active.policy.version
         else:  # runtime.loop.EpisodeResult
             episode_return, version = result.episode_return, result.policy_version
+        verdict = self.health.verdict
         decision = self.health.record(version, float(episode_return))
         if decision is not None:
             if self.inline:
                 self._roll_back(decision)
             else:
                 self._mailbox.put(("rollback", decision))
+        elif self.health.verdict is not verdict:  # the probation passed: say so
+            if self.inline:
+                self._probation_passed()
+            else:
+                self._mailbox.put(("passed", None))
+
+    def _probation_passed(self) -> None:
+        """The status (and the will) carry `probation` passed: a rollout waits for it."""
+        self._publish_status()
+        self._refresh_will()
 
     # --- what goes out ------------------------------------------------------------------
 
@@ -689,6 +704,7 @@ class Agent:
             "keys_sha256": self.keyset.sha256 if self.keyset else None,
             "key_ids": self.keyset.ids if self.keyset else [],
             "last_update": self.last_update,
+            "probation": self.health.verdict.to_json() if self.health.verdict else None,
             "at": utc_now_iso(),
         }
 

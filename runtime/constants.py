@@ -131,6 +131,11 @@ STATE_FILE = "state.json"  # highest accepted version and refused (rolled back) 
 MAX_REFUSED_VERSIONS = 256  # oldest refused versions beyond this are forgotten
 DEFAULT_PROBATION_EPISODES = 5
 RECENT_RETURNS = 20  # episodes kept per policy for the health baseline
+# The status's `probation`: the health check of the version applied last in this process
+# (docs/ota.md); `export rollout` counts a device done when it passed or was skipped
+PROBATION_PENDING, PROBATION_PASSED = "pending", "passed"
+PROBATION_SKIPPED, PROBATION_FAILED = "skipped", "failed"
+PROBATION_STATES = (PROBATION_PENDING, PROBATION_PASSED, PROBATION_SKIPPED, PROBATION_FAILED)
 
 # --- key rotation (issue 16): the trusted key set and the signed `keys` message -------------
 KEYSET_FORMAT = "reinforce-edge/keyset"  # the message's "format"

@@ -9,7 +9,8 @@ than the highest ever accepted (anti-rollback; the highest itself may be restore
 current.npz lost it), and a quiet no-op when it is exactly the policy already running.
 
 `HealthMonitor` watches the episodes after an update; if the mean return of the first
-`probation` clean episodes falls below the threshold it asks for a rollback.
+`probation` clean episodes falls below the threshold it asks for a rollback. Its `verdict`
+says where that check stands (the status's `probation`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.constants import DEFAULT_MAX_POLICY_BYTES, OBS_DIM, RECENT_RETURNS
+from runtime.constants import (
+    DEFAULT_MAX_POLICY_BYTES,
+    OBS_DIM,
+    PROBATION_FAILED,
+    PROBATION_PASSED,
+    PROBATION_PENDING,
+    PROBATION_SKIPPED,
+    RECENT_RETURNS,
+)
 from runtime.policy import Policy, PolicyError, parse_policy
 from runtime.spaces import PlantSpace, SpaceMismatch, check_fits
 
@@ -181,6 +190,18 @@ class Probation:
         )
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Where the health check of `version` (the one applied last) stands: pending, passed,
+    skipped (nothing to judge it by) or failed (rolled back); the status's `probation`."""
+
+    version: int
+    state: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "state": self.state}
+
+
 class HealthMonitor:
     """Episode returns per policy version, and the probation of a freshly applied one.
 
@@ -208,6 +229,7 @@ class HealthMonitor:
         self._last_version = starting_version  # active when the current episode began
         self._probation: Probation | None = None
         self._trial: list[float] = []
+        self.verdict: Verdict | None = None  # of the version applied last; None before one
 
     def start_probation(self, version: int, previous_version: int) -> Probation:
         """Judge `version` by its next clean episodes against `previous_version`'s recent mean
@@ -229,6 +251,8 @@ class HealthMonitor:
             )
             self._probation = probation if threshold is not None else None
             self._trial = []
+            state = PROBATION_PENDING if threshold is not None else PROBATION_SKIPPED
+            self.verdict = Verdict(version, state)
         if probation.skipped is not None:
             logger.warning("version %d: %s", version, probation.skipped)
         return probation
@@ -257,7 +281,9 @@ class HealthMonitor:
             assert threshold is not None  # only a judged version is on probation
             mean = sum(self._trial) / len(self._trial)
             self._probation, episodes, self._trial = None, len(self._trial), []
-            if mean >= threshold:
+            passed = mean >= threshold
+            self.verdict = Verdict(version, PROBATION_PASSED if passed else PROBATION_FAILED)
+            if passed:
                 return None
             return RollbackDecision(version, mean, episodes, threshold, probation.baseline)
 

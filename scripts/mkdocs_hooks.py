@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "python -m export verify": "export.verify:build_parser",
     "python -m export push": "export.push:build_push_parser",
     "python -m export status": "export.push:build_status_parser",
+    "python -m export rollout": "export.rollout:build_parser",
     "python -m export keys sign": "export.keyset:build_sign_parser",
     "python -m export keys push": "export.keyset:build_push_parser",
     "python -m runtime": "runtime.cli:build_parser",

@@ -25,7 +25,7 @@ SHELL_FENCES = {"", "sh", "bash", "shell", "console", "text"}
 PACKAGES = ("trainer", "export", "runtime")
 SUBCOMMANDS = {
     "trainer": ("eval",),
-    "export": ("keygen", "verify", "push", "status", "keys sign", "keys push"),
+    "export": ("keygen", "verify", "push", "status", "rollout", "keys sign", "keys push"),
 }
 SCRIPTS = {
     "reinforce-train": "trainer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,39 @@ def test_password_comes_from_the_environment_or_a_file(tmp_path, monkeypatch):
 def test_status_refuses_a_wildcard_prefix(capsys):
     code, _, err = run(status_main, ["--broker", "mqtt://host", "--topic-prefix", "+"], capsys)
     assert code == 2 and "--topic-prefix '+'" in err and "Traceback" not in err
+
+
+def test_status_reads_200_retained_statuses_through_the_deployed_queue_limits(tmp_path, capsys):
+    """deploy/mosquitto bounds a client's queue (max_queued_messages 32 above 20 in flight):
+    a QoS 1 subscription would get 52 of the retained statuses, the tools read all of them."""
+    import paho.mqtt.client as mqtt
+
+    from tests.conftest import free_port, start_broker
+
+    deployed = Path(__file__).resolve().parents[2] / "deploy/mosquitto/reinforce-edge.conf"
+    limits = [
+        line
+        for line in deployed.read_text().splitlines()
+        if line.startswith(("max_inflight_messages", "max_queued_messages", "max_queued_bytes"))
+    ]
+    assert "max_queued_messages 32" in limits, limits
+    port = free_port()
+    text = f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+    broker = start_broker(tmp_path / "broker", text + "\n".join(limits) + "\n", port)
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    try:
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        body = {"state": "online", "policy_version": 5, "policy_sha256": "ab" * 32}
+        for i in range(200):
+            topic = f"{PREFIX}/devices/pi-{i:03d}/status"
+            payload = json.dumps({**body, "last_update": None, "device_id": f"pi-{i:03d}"})
+            client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+        argv = ["--broker", f"mqtt://127.0.0.1:{port}", "--topic-prefix", PREFIX, "--json"]
+        code, out, err = run(status_main, argv, capsys)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        broker.stop()
+    assert code == 0, err
+    assert sorted(json.loads(out)) == [f"pi-{i:03d}" for i in range(200)]

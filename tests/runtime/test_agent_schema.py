@@ -95,3 +95,37 @@ def test_real_status_and_telemetry_match_the_documented_schemas(tmp_path, broker
 def test_every_documented_field_is_required(title):
     schema = documented_schemas()[title]
     assert set(schema["required"]) == set(schema["properties"])
+
+
+def test_the_status_says_when_the_probation_passes_or_fails(tmp_path, broker):
+    """`probation` is pending after the update, then passed (published again) or failed."""
+    status_schema = documented_schemas()["reinforce-edge device status"]
+    key, pub = new_key(tmp_path)
+    watcher = Watcher(broker.port, f"{PREFIX}/devices/+/status")
+    device = Device(tmp_path, broker.port, key, pub, probation_episodes=2, rollback_below=100.0)
+    try:
+        online = watcher.wait_for(lambda topic, body: body.get("state") == "online")
+        assert online["probation"] is None  # nothing applied in this process
+        seen = [online]
+        for version, episode_return, verdict in ((6, 500.0, "passed"), (7, 9.0, "failed")):
+            update = signed_policy(version, key)
+            watcher.publish(f"{PREFIX}/devices/dev-1/policy", update)
+            applied = watcher.wait_for(update_result(hashlib.sha256(update).hexdigest()))
+            assert applied["probation"] == {"version": version, "state": "pending"}
+            for _ in range(3):  # the first straddles the swap
+                device.agent.on_episode({"return": episode_return})
+            judged = watcher.wait_for(
+                lambda topic, body, v=version: (
+                    (body.get("probation") or {}).get("state") not in (None, "pending")
+                    and body["probation"]["version"] == v
+                )
+            )
+            assert judged["probation"] == {"version": version, "state": verdict}
+            seen += [applied, judged]
+    finally:
+        device.stop()
+        watcher.close()
+    assert seen[-1]["last_update"]["result"] == "rolled_back" and seen[-1]["policy_version"] == 6
+    assert seen[2]["policy_version"] == 6 and seen[2]["last_update"]["result"] == "applied"
+    for body in seen:
+        assert problems(body, status_schema) == [], body

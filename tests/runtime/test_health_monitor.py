@@ -99,3 +99,26 @@ def test_after_a_rollback_the_restored_version_needs_a_clean_episode_again():
 def test_probation_episodes_must_be_positive():
     with pytest.raises(ValueError, match="probation episodes"):
         HealthMonitor(0, None)
+
+
+def test_the_verdict_follows_the_probation_of_the_version_applied_last():
+    monitor = HealthMonitor(2, 100.0, starting_version=5)
+    assert monitor.verdict is None  # nothing applied yet
+    monitor.start_probation(6, 5)
+    assert monitor.verdict.to_json() == {"version": 6, "state": "pending"}
+    monitor.record(6, 500.0)  # straddles
+    monitor.record(6, 500.0)
+    assert monitor.verdict.state == "pending"
+    assert monitor.record(6, 500.0) is None
+    assert monitor.verdict.to_json() == {"version": 6, "state": "passed"}
+    monitor.record(6, 500.0)  # later episodes change nothing
+    assert monitor.verdict.state == "passed"
+    monitor.start_probation(7, 6)
+    for _ in range(3):
+        decision = monitor.record(7, 5.0)
+    assert decision is not None and monitor.verdict.to_json() == {"version": 7, "state": "failed"}
+    monitor.cancel()  # the rollback keeps the verdict
+    assert monitor.verdict.state == "failed"
+    unjudged = HealthMonitor(2, None, starting_version=5)
+    unjudged.start_probation(6, 5)
+    assert unjudged.verdict.to_json() == {"version": 6, "state": "skipped"}
