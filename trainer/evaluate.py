@@ -53,9 +53,9 @@ def evaluate(params: Params, episodes: int, seed: int) -> EvalResult:
     """Mean/min/max return of `episodes` greedy episodes on Gymnasium's CartPole-v1.
 
     Episodes run in chunks of up to EVAL_CHUNK environments of Gymnasium's vectorised
-    CartPole (`make_vec`, vector_entry_point); chunk k is reset with seed + k, so the episodes
-    depend only on `seed`. Only each environment's first episode counts (the autoreset step
-    and anything after it are ignored).
+    CartPole (`make_vec`, vector_entry_point); the chunk of episodes first.. is reset with
+    seed + first, so the episodes depend only on `seed`. Only each environment's first episode
+    counts (the autoreset step and anything after it are ignored).
     """
     import gymnasium as gym
 
@@ -71,16 +71,20 @@ def _first_episodes(
     make_envs: Callable[[int], Any], act: Callable[[np.ndarray], Any], episodes: int, seed: int
 ) -> EvalResult:
     """The returns of the first episode of each environment, in chunks of up to EVAL_CHUNK
-    vectorised environments, chunk k reset with seed + k (the autoreset step and anything after
-    it are ignored)."""
+    vectorised environments, the chunk of episodes first.. reset with seed + first (the
+    autoreset step and anything after it are ignored).
+
+    A vector env seeds its environment i from seed + i (SyncVectorEnv, trainer/acrobot.py):
+    chunk k reset with seed + k, as it was, replayed all but one of chunk k - 1's episodes.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     returns: list[float] = []
-    for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
+    for first in range(0, episodes, EVAL_CHUNK):
         n = min(EVAL_CHUNK, episodes - first)
         envs = make_envs(n)
         try:
-            obs, _ = envs.reset(seed=seed + chunk)
+            obs, _ = envs.reset(seed=seed + first)
             total = np.zeros(n)
             running = np.ones(n, dtype=bool)
             while running.any():
@@ -160,15 +164,23 @@ def choose_best(
 
 
 def evaluate_env(
-    params: Params, spec: PolicySpec, env_id: str, episodes: int, seed: int
+    params: Params,
+    spec: PolicySpec,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    make_envs: Callable[[int], Any] | None = None,
 ) -> EvalResult:
     """`evaluate` for a format-2 policy on any env: chunks of up to EVAL_CHUNK environments of
-    `gymnasium.make_vec` (its vector entry point where it has one, else sync), chunk k reset
-    with seed + k; only each environment's first episode counts."""
+    `gymnasium.make_vec` (its vector entry point where it has one, else sync), the chunk of
+    episodes first.. reset with seed + first; only each environment's first episode counts.
+
+    `make_envs(n)`: another maker of n environments of `env_id` with make_vec's seeding (the
+    trainer's NumPy Acrobot-v1, the same episodes faster)."""
     import gymnasium as gym
 
     return _first_episodes(
-        lambda n: gym.make_vec(env_id, num_envs=n),
+        make_envs or (lambda n: gym.make_vec(env_id, num_envs=n)),
         lambda obs: policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec),
         episodes,
         seed,
