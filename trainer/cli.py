@@ -455,9 +455,9 @@ def _polish(
                     SELECT_SEED_OFFSET + config.seed,
                     CONFIRM_SEED_OFFSET + config.seed + confirmations * CONFIRM_EPISODES,
                 )
-                verdict = _judge(params, score, target, seeds, min(state.returns))
-                judged[key] = dataclasses.replace(verdict, update=state.updates - age)
-                confirmations += verdict.confirmed
+                update = state.updates - age
+                judged[key] = _judge(params, update, score, target, seeds, min(state.returns))
+                confirmations += judged[key].confirmed
             if judged[key].bound >= target:
                 return params, judged[key].mean
         if state.solved_at is None or state.episodes >= config.max_episodes:
@@ -471,6 +471,7 @@ def _polish(
 
 def _judge(
     params: Any,
+    update: int,
     score: Callable[[Any, int, int], Any],
     target: float,
     seeds: tuple[int, int],
@@ -478,17 +479,17 @@ def _judge(
 ) -> Judgement:
     """`_polish`'s verdict on one candidate: screened on SELECT_EPISODES episodes from seeds[0],
     confirmed on CONFIRM_EPISODES from seeds[1] and one episode returning `worst` if the
-    screen passed (the confirmation's verdict is the one kept). `update` is left 0."""
+    screen passed (the confirmation's verdict is the one kept)."""
     from trainer.evaluate import lower_bound
 
     saved = {key: value.astype(np.float32) for key, value in params.items()}  # as saved
     result = score(saved, SELECT_EPISODES, seeds[0])
     bound = lower_bound(result.returns, BOUND_Z)
     if bound < target:
-        return Judgement(bound, result.mean, 0, params)
+        return Judgement(bound, result.mean, update, params)
     result = score(saved, CONFIRM_EPISODES, seeds[1])
     bound = lower_bound([*result.returns, worst], BOUND_Z)
-    return Judgement(bound, result.mean, 0, params, confirmed=True)
+    return Judgement(bound, result.mean, update, params, confirmed=True)
 
 
 def _weights_key(params: Any) -> bytes:
