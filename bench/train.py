@@ -208,8 +208,8 @@ def run(name: str, config: TrainConfig, eval_episodes: int = EVAL_EPISODES) -> R
     info = inspect_env(config)
     state = train_env(config, new_env_state(config, info))
     solved = state.solved_at, state.episodes, state.env_steps[-1], state.wall_s[-1]
-    # the policy the CLI saves: the best of the last few updates by a greedy evaluation,
-    # polished by further updates if none is clearly above the target; format 2
+    # the policy the CLI saves: the newest candidate whose greedy lower bound passes the
+    # screen and a confirmation, polished by further updates while none does; format 2
     policy, _ = finish_env(config, state)
     data = policy_bytes(policy, make_meta(spec=state.spec, env_id=config.env, version=1))
     returns = independent_eval(data, config.env, eval_episodes)
@@ -223,8 +223,7 @@ def _run_cartpole(name: str, config: TrainConfig, eval_episodes: int) -> Result:
 
     state = train(config)
     solved = state.solved_at, state.episodes, state.env_steps[-1], state.wall_s[-1]
-    # the policy the CLI saves: the best of the last few updates by a greedy evaluation,
-    # polished by further updates if none reaches the target
+    # the policy the CLI saves, chosen and polished as for any env (trainer.cli._polish)
     policy, _ = finish(config, state)
     data = policy_bytes(policy, make_meta(hidden=int(policy["W1"].shape[0]), version=1))
     returns = independent_eval(data, config.env, eval_episodes)

@@ -12,12 +12,14 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from runtime.constants import ENV_ID, POLICY_FILE
 from runtime.interrupts import signals_held, terminate_as_interrupt
@@ -37,9 +39,11 @@ from trainer.config import (
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_000  # the trainer's own evaluation episodes never reuse training seeds
-SELECT_SEED_OFFSET = 2_000_000  # nor do the episodes that choose the saved policy
-SELECT_EPISODES = 100
-SELECT_MARGIN = 3.0  # standard errors above the target: a saved policy's margin (any env)
+SELECT_SEED_OFFSET = 2_000_000  # nor do the episodes that screen candidates for the saved policy
+CONFIRM_SEED_OFFSET = 3_000_000  # nor those that confirm one
+SELECT_EPISODES = 100  # greedy episodes that screen each candidate (`_polish`)
+CONFIRM_EPISODES = 300  # greedy episodes that confirm a candidate that passed the screen
+BOUND_Z = 2.0  # standard errors of both lower bounds (trainer.evaluate.lower_bound)
 PROGRESS_EVERY = 100  # episodes between log lines when no progress bar is shown
 MAX_EVAL_EPISODES = 10**6  # as TrainConfig.eval_episodes
 MAX_EVAL_SEED = 2**63 - 1  # as TrainConfig.seed
@@ -374,72 +378,125 @@ def _evaluate(config: TrainConfig, state: Any, policy: Any) -> float:
 
 
 def finish(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
-    """The policy to save: the best of the last few updates by a greedy evaluation.
-
-    A solved run whose best greedy policy scores below halfway between the target and the
-    500-step maximum (the stochastic policy can be better than its greedy version; the margin
-    covers the sampling error of 100 episodes) is polished: trained on, one update at a time,
-    until a candidate passes or max_episodes is reached. Returns the policy and its greedy mean.
-    """
-    from trainer.cartpole import MAX_EPISODE_STEPS
-    from trainer.evaluate import choose_policy
+    """The policy to save for CartPole-v1's flow: `_polish` with greedy episodes of the NumPy
+    CartPole (Gymnasium's dynamics bit for bit, all episodes side by side)."""
+    from trainer.evaluate import evaluate_numpy
     from trainer.train import train
 
-    seed = SELECT_SEED_OFFSET + config.seed
-    scores: dict[bytes, Any] = {}  # each set of weights is evaluated once (was 4 times)
-
-    target = solve_target(config)
-    goal = max(target, (target + MAX_EPISODE_STEPS) / 2)
-
-    def best() -> tuple[Any, float, float]:
-        return *choose_policy(candidates(state), SELECT_EPISODES, seed, scores), goal
-
-    return _polish(config, state, best, lambda: train(config, state, on_batch, extra_updates=1))
+    return _polish(
+        config,
+        state,
+        lambda saved, episodes, seed: evaluate_numpy(saved, episodes, seed),
+        solve_target(config),
+        lambda: train(config, state, on_batch, extra_updates=1),
+    )
 
 
 def finish_env(config: TrainConfig, state: Any, on_batch: Any = None) -> tuple[Any, float]:
-    """`finish` for any env: the best of the last few updates by a greedy evaluation on
-    SELECT_EPISODES episodes of Gymnasium's env (seeds of their own).
+    """`finish` for any env: `_polish` with greedy episodes of the env through make_vec (on
+    Acrobot-v1 the NumPy one, the same episodes: trainer/gym_train.py's `make_vector_env`)."""
+    from trainer.evaluate import evaluate_env
+    from trainer.gym_train import make_vector_env, train_env
 
-    The greedy policy (argmax, the clipped mean) is not the stochastic one that reached the
-    target and can score below it (Acrobot-v1: 6 of 10 seeds saved policies below -100). A
-    solved run whose best candidate is not SELECT_MARGIN standard errors of its mean above
-    the target (so that another 100 episodes are likely to reach it too) is polished: trained
-    on, one update at a time, until a candidate passes or max_episodes is reached.
-    """
-    from trainer.evaluate import choose_best, evaluate_env
-    from trainer.gym_train import train_env
+    def score(saved: Any, episodes: int, seed: int) -> Any:
+        make_envs = lambda n: make_vector_env(config, n)  # noqa: E731
+        return evaluate_env(saved, state.spec, config.env, episodes, seed, make_envs)
 
-    seed = SELECT_SEED_OFFSET + config.seed
-    results: dict[bytes, Any] = {}
-    target = solve_target(config, state.threshold)
+    return _polish(
+        config,
+        state,
+        score,
+        solve_target(config, state.threshold),
+        lambda: train_env(config, state, on_batch, extra_updates=1),
+    )
 
-    def best() -> tuple[Any, float, float]:
-        policy, result = choose_best(
-            candidates(state),
-            lambda saved: evaluate_env(saved, state.spec, config.env, SELECT_EPISODES, seed),
-            results,
-        )
-        margin = SELECT_MARGIN * statistics.pstdev(result.returns) / len(result.returns) ** 0.5
-        return policy, result.mean, target + margin
 
-    return _polish(config, state, best, lambda: train_env(config, state, on_batch, extra_updates=1))
+@dataclass(frozen=True, order=True)
+class Judgement:
+    """A candidate policy's greedy verdict: `lower_bound` of its returns, their mean, and its
+    place in training (updates: later is newer); ordered by these, in this order."""
+
+    bound: float
+    mean: float
+    update: int
+    params: Any = dataclasses.field(compare=False)
+    confirmed: bool = dataclasses.field(default=False, compare=False)  # confirmation run
 
 
 def _polish(
     config: TrainConfig,
     state: Any,
-    best: Callable[[], tuple[Any, float, float]],
+    score: Callable[[Any, int, int], Any],
+    target: float,
     train_once: Callable[[], Any],
 ) -> tuple[Any, float]:
-    """`finish`'s and `finish_env`'s loop: while a solved run's best candidate (policy, greedy
-    mean, goal) scores below its goal and episodes remain, one more update."""
-    policy, mean, goal = best()
-    while state.solved_at is not None and mean < goal and state.episodes < config.max_episodes:
-        log.info("greedy policy scores %.1f < %.1f: one more update", mean, goal)
+    """The policy to save and its greedy mean: the newest candidate (`candidates`) that passes.
+
+    The greedy policy (argmax, p > 0.5, the clipped mean) is not the stochastic one that
+    reached the target and can score below it; and a mean over 100 episodes can pass on the
+    episodes that chose it and miss on the next 100 (Acrobot-v1: a swing stuck at -500 now and
+    then, too rare to show in most samples). A candidate passes when the `lower_bound` of its
+    returns reaches the target on SELECT_EPISODES greedy episodes (`score(float32 weights,
+    episodes, seed)`, seeds of their own), then again on CONFIRM_EPISODES others with one more
+    return as bad as the worst the run has seen (a failure the sample may have missed); each
+    confirmation plays seeds no other has played, so that many candidates tried on one set
+    cannot pass by fitting it. While none passes, a solved run is polished: trained on one
+    update at a time (`train_once`), each new weights a candidate, until one passes or
+    max_episodes is reached; then the best bound of every candidate judged (the latest among
+    equals) is saved. Each set of weights is judged once.
+    """
+    judged: dict[bytes, Judgement] = {}
+    confirmations = 0
+    while True:
+        for age, params in enumerate(reversed(candidates(state))):  # newest first
+            key = _weights_key(params)
+            if key not in judged:
+                seeds = (
+                    SELECT_SEED_OFFSET + config.seed,
+                    CONFIRM_SEED_OFFSET + config.seed + confirmations * CONFIRM_EPISODES,
+                )
+                update = state.updates - age
+                judged[key] = _judge(params, update, score, target, seeds, min(state.returns))
+                confirmations += judged[key].confirmed
+            if judged[key].bound >= target:
+                return params, judged[key].mean
+        if state.solved_at is None or state.episodes >= config.max_episodes:
+            best = max(judged.values())
+            return best.params, best.mean
+        log.info(
+            "greedy policy's bound %.1f < %.1f: one more update", max(judged.values()).bound, target
+        )
         train_once()
-        policy, mean, goal = best()
-    return policy, mean
+
+
+def _judge(
+    params: Any,
+    update: int,
+    score: Callable[[Any, int, int], Any],
+    target: float,
+    seeds: tuple[int, int],
+    worst: float,
+) -> Judgement:
+    """`_polish`'s verdict on one candidate: screened on SELECT_EPISODES episodes from seeds[0],
+    confirmed on CONFIRM_EPISODES from seeds[1] and one episode returning `worst` if the
+    screen passed (the confirmation's verdict is the one kept)."""
+    from trainer.evaluate import lower_bound
+
+    saved = {key: value.astype(np.float32) for key, value in params.items()}  # as saved
+    result = score(saved, SELECT_EPISODES, seeds[0])
+    bound = lower_bound(result.returns, BOUND_Z)
+    if bound < target:
+        return Judgement(bound, result.mean, update, params)
+    result = score(saved, CONFIRM_EPISODES, seeds[1])
+    bound = lower_bound([*result.returns, worst], BOUND_Z)
+    return Judgement(bound, result.mean, update, params, confirmed=True)
+
+
+def _weights_key(params: Any) -> bytes:
+    """The float32 weights as saved, as bytes: equal keys, equal policies."""
+    return b"".join(
+        name.encode() + params[name].astype(np.float32).tobytes() for name in sorted(params)
+    )
 
 
 def candidates(state: Any) -> list:

@@ -8,8 +8,9 @@ here, inside the functions, so importing the trainer's maths stays light.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -26,6 +27,7 @@ EVAL_CHUNK = 100  # environments per vectorised evaluation batch
 GIF_FRAME_STEP = 2  # keep every 2nd rendered frame: 25 fps of the 50 fps simulation
 GIF_SCALE = 0.5  # of Gymnasium's 600x400 frames
 DEFAULT_RENDER_FPS = 30  # an env whose metadata has no render_fps
+FRESH_EPISODES = 100  # `lower_bound`: the evaluation a saved policy should pass (as eval's)
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,9 @@ def evaluate(params: Params, episodes: int, seed: int) -> EvalResult:
     """Mean/min/max return of `episodes` greedy episodes on Gymnasium's CartPole-v1.
 
     Episodes run in chunks of up to EVAL_CHUNK environments of Gymnasium's vectorised
-    CartPole (`make_vec`, vector_entry_point); chunk k is reset with seed + k, so the episodes
-    depend only on `seed`. Only each environment's first episode counts (the autoreset step
-    and anything after it are ignored).
+    CartPole (`make_vec`, vector_entry_point); the chunk of episodes first.. is reset with
+    seed + first, so the episodes depend only on `seed`. Only each environment's first episode
+    counts (the autoreset step and anything after it are ignored).
     """
     import gymnasium as gym
 
@@ -71,16 +73,20 @@ def _first_episodes(
     make_envs: Callable[[int], Any], act: Callable[[np.ndarray], Any], episodes: int, seed: int
 ) -> EvalResult:
     """The returns of the first episode of each environment, in chunks of up to EVAL_CHUNK
-    vectorised environments, chunk k reset with seed + k (the autoreset step and anything after
-    it are ignored)."""
+    vectorised environments, the chunk of episodes first.. reset with seed + first (the
+    autoreset step and anything after it are ignored).
+
+    A vector env seeds its environment i from seed + i (SyncVectorEnv, trainer/acrobot.py):
+    chunk k reset with seed + k, as it was, replayed all but one of chunk k - 1's episodes.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     returns: list[float] = []
-    for chunk, first in enumerate(range(0, episodes, EVAL_CHUNK)):
+    for first in range(0, episodes, EVAL_CHUNK):
         n = min(EVAL_CHUNK, episodes - first)
         envs = make_envs(n)
         try:
-            obs, _ = envs.reset(seed=seed + chunk)
+            obs, _ = envs.reset(seed=seed + first)
             total = np.zeros(n)
             running = np.ones(n, dtype=bool)
             while running.any():
@@ -110,65 +116,41 @@ def evaluate_numpy(params: Params, episodes: int, seed: int) -> EvalResult:
     return EvalResult(tuple(total.tolist()))
 
 
-def choose_policy(
-    candidates: list[Params],
-    episodes: int,
-    seed: int,
-    scores: dict[bytes, EvalResult] | None = None,
-) -> tuple[Params, float]:
-    """The CartPole-v1 candidate (float32 weights, as saved) with the best greedy mean return
-    on the NumPy CartPole; the latest among equals. `candidates` run oldest to newest, the
-    final weights last.
+def lower_bound(returns: Sequence[float], z: float, fresh: int = FRESH_EPISODES) -> float:
+    """A pessimistic estimate of the greedy mean return over `fresh` new episodes, from the
+    returns of n measured ones: their mean less z standard errors of the difference between
+    the two means, z * std * sqrt(1/n + 1/fresh) (std with n - 1 degrees of freedom).
 
-    `scores`: as `choose_best`'s `results`, for this seed.
+    It ranks and accepts candidate policies: a policy that scores well on most episodes but
+    fails badly on a few (an Acrobot-v1 swing stuck until the time limit at -500) has a large
+    std and pays for it, where its plain mean could pass on one set of episodes and miss the
+    target on the next.
     """
-    best, result = choose_best(
-        candidates,
-        lambda saved: evaluate_numpy(saved, episodes, seed),
-        {} if scores is None else scores,
-        perfect=MAX_EPISODE_STEPS,
-    )
-    return best, result.mean
-
-
-def choose_best(
-    candidates: list[Params],
-    score: Callable[[Params], EvalResult],
-    results: dict[bytes, EvalResult],
-    perfect: float | None = None,
-) -> tuple[Params, EvalResult]:
-    """The candidate whose float32 weights (as saved) have the best greedy mean `score`; the
-    latest among equals. `candidates` run oldest to newest, the final weights last.
-
-    `results` remembers the evaluation of weights already scored (the evaluation is
-    deterministic for a seed): polishing calls this once per update with mostly the same
-    candidates. A candidate reaching `perfect` ends the search: nothing can beat it.
-    """
-    best: tuple[Params, EvalResult] | None = None
-    for params in reversed(candidates):
-        saved = {key: value.astype(np.float32) for key, value in params.items()}
-        key = b"".join(key.encode() + saved[key].tobytes() for key in sorted(saved))
-        if key not in results:
-            results[key] = score(saved)
-        result = results[key]
-        if best is None or result.mean > best[1].mean:
-            best = params, result
-        if perfect is not None and result.mean >= perfect:
-            break
-    assert best is not None, "choose_best needs at least one candidate"
-    return best
+    if len(returns) < 2:
+        raise ValueError(f"a lower bound needs at least 2 returns, got {len(returns)}")
+    values = np.asarray(returns, dtype=np.float64)
+    spread = float(np.std(values, ddof=1)) * math.sqrt(1 / len(values) + 1 / fresh)
+    return float(np.mean(values)) - z * spread
 
 
 def evaluate_env(
-    params: Params, spec: PolicySpec, env_id: str, episodes: int, seed: int
+    params: Params,
+    spec: PolicySpec,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    make_envs: Callable[[int], Any] | None = None,
 ) -> EvalResult:
     """`evaluate` for a format-2 policy on any env: chunks of up to EVAL_CHUNK environments of
-    `gymnasium.make_vec` (its vector entry point where it has one, else sync), chunk k reset
-    with seed + k; only each environment's first episode counts."""
+    `gymnasium.make_vec` (its vector entry point where it has one, else sync), the chunk of
+    episodes first.. reset with seed + first; only each environment's first episode counts.
+
+    `make_envs(n)`: another maker of n environments of `env_id` with make_vec's seeding (the
+    trainer's NumPy Acrobot-v1, the same episodes faster)."""
     import gymnasium as gym
 
     return _first_episodes(
-        lambda n: gym.make_vec(env_id, num_envs=n),
+        make_envs or (lambda n: gym.make_vec(env_id, num_envs=n)),
         lambda obs: policy_greedy_action(params, np.asarray(obs, dtype=np.float64), spec),
         episodes,
         seed,
