@@ -35,12 +35,14 @@ from typing import Any, NoReturn
 from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    DEVICE_ID_RULE,
     TOPIC_ALL_STATUS,
     TOPIC_DEVICE_KEYS,
     TOPIC_DEVICE_POLICY,
     TOPIC_FLEET_KEYS,
     TOPIC_FLEET_POLICY,
     TOPIC_PREFIX_PATTERN,
+    TOPIC_PREFIX_RULE,
 )
 from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from
 from runtime.policy import PolicyError, parse_policy
@@ -363,20 +365,14 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
 def _prefix(args: argparse.Namespace) -> str:
     prefix = args.topic_prefix or DEFAULT_TOPIC_PREFIX
     if not re.fullmatch(TOPIC_PREFIX_PATTERN, prefix):
-        raise UsageError(
-            f"--topic-prefix {prefix!r}: use levels of letters, digits, _ . : - separated by /"
-            " (no wildcards)"
-        )
+        raise UsageError(f"--topic-prefix {prefix!r}: use {TOPIC_PREFIX_RULE}")
     return prefix
 
 
 def _check_devices(devices: Sequence[str]) -> None:
     for device in devices:
         if not re.fullmatch(DEVICE_ID_PATTERN, device):
-            raise UsageError(
-                f"--device {device!r}: a device id is 1-64 letters, digits, _ . : -"
-                " (no / + # or spaces), starting with a letter or digit"
-            )
+            raise UsageError(f"--device {device!r}: a device id is {DEVICE_ID_RULE}")
 
 
 def _run(body: Any) -> int:

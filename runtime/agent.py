@@ -47,10 +47,12 @@ from runtime.constants import (
     DEFAULT_TELEMETRY_INTERVAL_S,
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    DEVICE_ID_RULE,
     MAX_KEYS_MESSAGE_BYTES,
     MQTT_KEEPALIVE_S,
     OBS_DIM,
     TOPIC_PREFIX_PATTERN,
+    TOPIC_PREFIX_RULE,
     UPDATE_QUEUE_MAX,
     UPDATE_QUEUE_MAX_BYTES,
 )
@@ -107,14 +109,10 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(DEVICE_ID_PATTERN, str(self.device_id)):
-            raise ValueError(
-                f"device id {self.device_id!r} is not allowed: 1-64 characters of letters,"
-                " digits and _ . : - (no / + # or spaces), starting with a letter or digit"
-            )
+            raise ValueError(f"device id {self.device_id!r} is not allowed: {DEVICE_ID_RULE}")
         if not re.fullmatch(TOPIC_PREFIX_PATTERN, str(self.topic_prefix)):
             raise ValueError(
-                f"topic prefix {self.topic_prefix!r} is not allowed: levels of letters,"
-                " digits and _ . : - separated by /, no wildcards"
+                f"topic prefix {self.topic_prefix!r} is not allowed: {TOPIC_PREFIX_RULE}"
             )
         if not 0.05 <= self.telemetry_interval <= 86400:
             raise ValueError(
@@ -744,13 +742,21 @@ class Agent:
 # --- wiring into `python -m runtime` ---------------------------------------------------------
 
 
+def device_id_from_hostname(hostname: str) -> str:
+    """The host name's first label ('pi.local' -> 'pi'); ValueError when that is no device id."""
+    name = hostname.split(".")[0]
+    if not re.fullmatch(DEVICE_ID_PATTERN, name):
+        raise ValueError(
+            f"the host name {hostname!r} gives no valid device id ({DEVICE_ID_RULE}):"
+            " give --device-id"
+        )
+    return name
+
+
 def default_device_id() -> str:
     import socket
 
-    name = socket.gethostname().split(".")[0]
-    if not re.fullmatch(DEVICE_ID_PATTERN, name):
-        raise ValueError(f"the host name {name!r} is not a valid device id: give --device-id")
-    return name
+    return device_id_from_hostname(socket.gethostname())
 
 
 def refuse_revoked(policy: Policy, keyset: Any, path: str | None) -> None:
