@@ -91,6 +91,10 @@ SHORT_CONNECTIONS_FOR_TWIN = 4
 # Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
 # trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
+# A broker may refuse a subscription for a while: NATS's MQTT gateway does (SUBACK 0x80) until
+# JetStream has settled after a node joins. The refused ones are asked for again after each of
+# these delays; after the last the agent goes online without them (one ERROR line says so).
+SUBSCRIBE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,10 @@ class Agent:
         self._connected_at = 0.0
         self._short_connections = 0
         self._status_watch_mid: int | None = None
+        self._subscribing: dict[int, list[tuple[str, int]]] = {}  # mid -> what it asked for
+        self._subscribe_lock = threading.Lock()  # a retry subscribes from a timer thread
+        self._subscribe_retries = 0
+        self._retry_timer: threading.Timer | None = None
         self.topics = topics(config.topic_prefix, config.device_id)
         self.rejected_updates = 0
         self.applied_updates = 0
@@ -246,6 +254,7 @@ class Agent:
     def stop(self, timeout: float = 2.0) -> None:
         """Publish the offline status, disconnect and join the threads."""
         self._stopping.set()
+        self._cancel_subscribe_retry()
         if self._worker.is_alive():
             self._mailbox.put(("stop", None))
             self._worker.join(timeout)
@@ -291,16 +300,35 @@ class Agent:
         )
         # first, so the retained status arrives before our own "online" goes out
         _, self._status_watch_mid = client.subscribe(self.topics["status"], STATUS_WATCH_QOS)
+        self._cancel_subscribe_retry()
+        self._subscribe_retries = 0
+        with self._subscribe_lock:
+            self._subscribing.clear()  # requests of an earlier connection get no answer now
         # the key topics first: a retained key-set change arrives before the retained policy
         # that its new key signed
-        client.subscribe(
+        self._subscribe(
+            client,
             [
                 (self.topics["keys"], POLICY_QOS),
                 (self.topics["fleet_keys"], POLICY_QOS),
                 (self.topics["policy"], POLICY_QOS),
                 (self.topics["fleet"], POLICY_QOS),
-            ]
+            ],
         )
+
+    def _subscribe(self, client, wanted: list[tuple[str, int]]) -> None:
+        with self._subscribe_lock:  # its SUBACK may arrive before subscribe() returns
+            _, mid = client.subscribe(wanted)
+            self._subscribing[mid] = wanted
+
+    def _retry_subscribe(self, client, wanted: list[tuple[str, int]]) -> None:
+        if self.connected.is_set() and not self._stopping.is_set():
+            self._subscribe(client, wanted)
+
+    def _cancel_subscribe_retry(self) -> None:
+        timer, self._retry_timer = self._retry_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._short_connections = 0  # a restarting broker, not a twin taking the connection
@@ -310,18 +338,49 @@ class Agent:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """Online only once subscribed: whoever sees "online" may publish to this device."""
-        failed = [code for code in reason_codes if code.is_failure]
         if mid == self._status_watch_mid:  # Mosquitto grants it even when its ACL denies
             return  # reading: then nothing arrives, and only dropped connections tell a twin
-        if failed:
-            logger.error("broker refused the policy subscriptions: %s", failed)
+        with self._subscribe_lock:
+            wanted = self._subscribing.pop(mid, [])
+        refused = [
+            request for request, code in zip(wanted, reason_codes, strict=False) if code.is_failure
+        ]
+        if refused and self._subscribe_retries < len(SUBSCRIBE_RETRY_DELAYS_S):
+            self._schedule_subscribe_retry(client, refused, reason_codes)
+            return
+        if refused:
+            logger.error(
+                "broker %s refused the subscriptions to %s %d times: going online without"
+                " them (updates published there will not arrive)",
+                self.broker.url,
+                ", ".join(topic for topic, _ in refused),
+                self._subscribe_retries + 1,
+            )
         self._publish_status()
         self.ready.set()
+
+    def _schedule_subscribe_retry(
+        self, client, refused: list[tuple[str, int]], reason_codes: list[Any]
+    ) -> None:
+        delay = SUBSCRIBE_RETRY_DELAYS_S[self._subscribe_retries]
+        self._subscribe_retries += 1
+        logger.log(
+            logging.WARNING if self._subscribe_retries == 1 else logging.DEBUG,
+            "broker %s refused the subscriptions to %s (%s); retrying in %g s",
+            self.broker.url,
+            ", ".join(topic for topic, _ in refused),
+            ", ".join(sorted({str(code) for code in reason_codes if code.is_failure})),
+            delay,
+        )
+        self._retry_timer = threading.Timer(delay, self._retry_subscribe, (client, refused))
+        self._retry_timer.daemon = True
+        self._retry_timer.start()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.ready.clear()
+        self._cancel_subscribe_retry()  # the next connect subscribes afresh
         if self._stopping.is_set():
             return
         if not was_connected:  # closed before the broker accepted us: once per outage
