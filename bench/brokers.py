@@ -201,49 +201,59 @@ def wait_until_clustered(cluster: NatsCluster, deadline: float) -> None:
         time.sleep(0.5)
 
 
-def mqtt_accepts(port: int, timeout: float = 10.0) -> bool:
-    """True when the node accepts an MQTT connection (the first one per account sets up the
-    account's MQTT streams, which takes a while)."""
+def connected_client(port: int, timeout: float = 10.0):
+    """A paho client (its network thread running) once the node accepted it, else None. The
+    first connection per account sets up the account's MQTT streams, which takes a while."""
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
     try:
         client.connect("127.0.0.1", port)
-        deadline = time.monotonic() + timeout
-        while not client.is_connected() and time.monotonic() < deadline:
-            client.loop(0.1)
-        return client.is_connected()
     except OSError:
-        return False
-    finally:
-        client.disconnect()
+        return None
+    client.loop_start()
+    deadline = time.monotonic() + timeout
+    while not client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if client.is_connected():
+        return client
+    close(client)
+    return None
 
 
-def retained_crosses(from_port: int, to_port: int) -> bool:
-    """Publish a retained message on one node; True when a client of another receives it."""
-    import paho.mqtt.client as mqtt
+def close(client) -> None:
+    client.disconnect()
+    client.loop_stop()
 
+
+def mqtt_accepts(port: int) -> bool:
+    client = connected_client(port)
+    if client is not None:
+        close(client)
+    return client is not None
+
+
+def retained_crosses(from_port: int, to_port: int, timeout: float = 5.0) -> bool:
+    """Publish a retained message on one node; True once a new subscription on another gets it
+    (the other node learns of it from the retained-messages stream, a moment later)."""
     topic = f"probe/{uuid.uuid4().hex}"
-    received = []
-    clients = []
+    sender, receiver = connected_client(from_port), connected_client(to_port)
     try:
-        for port in (from_port, to_port):
-            client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-            client.connect("127.0.0.1", port)
-            client.loop_start()
-            clients.append(client)
-        sender, receiver = clients
-        sender.publish(topic, b"probe", qos=1, retain=True).wait_for_publish(5)
+        if sender is None or receiver is None:
+            return False
+        received = []
         receiver.on_message = lambda c, u, message: received.append(message.payload)
-        receiver.subscribe(topic, qos=1)
-        deadline = time.monotonic() + 5
+        sender.publish(topic, b"probe", qos=1, retain=True).wait_for_publish(timeout)
+        deadline = time.monotonic() + timeout
         while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        sender.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-        return received == [b"probe"]
-    except (OSError, RuntimeError, ValueError):
+            receiver.subscribe(topic, qos=1)  # the retained copy comes with each subscription
+            time.sleep(0.25)
+            receiver.unsubscribe(topic)
+        sender.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout)
+        return b"probe" in received
+    except (RuntimeError, ValueError):  # a publish refused or not acknowledged in time
         return False
     finally:
-        for client in clients:
-            client.disconnect()
-            client.loop_stop()
+        for client in (sender, receiver):
+            if client is not None:
+                close(client)

@@ -1,6 +1,7 @@
 """MQTT over-the-air updates, measured on a private Mosquitto (loopback, set_tcp_nodelay true).
 
     .venv/bin/python bench/mqtt.py [--updates 200] [--devices 1000] [--per-process 125]
+        [--broker-kind mosquitto|nats-cluster|both]
 
 1. push-to-applied latency: publish a signed policy.npz to a running `python -m runtime`
    (sim plant, 100 Hz) and time until its retained status says "applied" (validation, Ed25519,
@@ -10,6 +11,8 @@
 3. a fleet: `--devices` agents (no control loop; `--per-process` per process, driven by one
    thread there and validating inline; each with its own state directory, fsync'd) and one
    retained fleet push; seconds from the publish until every device's status said applied.
+   `--broker-kind nats-cluster` (or `both`) runs it on a 3-node NATS 2.9 cluster too, the
+   worker processes taking turns over the nodes and the push going through the first.
 """
 
 from __future__ import annotations
@@ -330,17 +333,23 @@ def clear_retained(port: int, topic: str) -> None:
     client.loop_stop()
 
 
-def run_fleet(workdir: Path, port: int, key, pub: Path, devices: int, per_process: int) -> dict:
+def run_fleet(
+    workdir: Path, ports: list[int], key, pub: Path, devices: int, per_process: int
+) -> dict:
+    """The fleet's worker processes take turns over `ports` (a cluster's nodes); the push
+    goes through the first."""
     from export.push import push
     from runtime.mqtt import broker_settings
 
     (workdir / "initial.npz").write_bytes(signed(5, key))
     workers = []
+    port = ports[0]
     try:
         started = time.perf_counter()
         for first in range(0, devices, per_process):
             count = min(per_process, devices - first)
-            argv = [sys.executable, __file__, "--fleet-worker", str(port), str(first)]
+            node = ports[len(workers) % len(ports)]
+            argv = [sys.executable, __file__, "--fleet-worker", str(node), str(first)]
             argv += [str(count), str(pub), str(workdir)]
             workers.append(subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=ROOT))
         for worker in workers:
@@ -388,6 +397,35 @@ def fsync_ms(directory: Path, rounds: int = 31) -> float:
     return float(np.median(times))
 
 
+# --- 3 on a cluster: the same fleet spread over the nodes of NATS (bench/brokers.py) -----------
+
+BROKER_KINDS = ("mosquitto", "nats-cluster")
+
+
+def fleet_runs(
+    workdir: Path, kind: str, mosquitto_port: int, key, pub: Path, args: argparse.Namespace
+) -> dict[str, dict]:
+    """The fleet run on each broker `kind` asks for ("both": Mosquitto, then the cluster),
+    with the devices' state on the project's disk, then on tmpfs; keyed by a label."""
+    from bench.brokers import start_nats_cluster
+
+    results = {}
+    for name in BROKER_KINDS if kind == "both" else (kind,):
+        cluster = start_nats_cluster(workdir / "nats") if name == "nats-cluster" else None
+        ports = cluster.ports if cluster is not None else [mosquitto_port]
+        try:
+            for where, root in (("disk", workdir), ("tmpfs", Path("/dev/shm"))):
+                if not root.is_dir():
+                    continue
+                with tempfile.TemporaryDirectory(prefix=f"fleet-{name}-", dir=root) as tmp:
+                    result = run_fleet(Path(tmp), ports, key, pub, args.devices, args.per_process)
+                results[f"{name}, state on {where}"] = result
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    return results
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 
@@ -396,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=200, help="updates for the latency run")
     parser.add_argument("--devices", type=int, default=1000, help="agents in the fleet run")
     parser.add_argument("--per-process", type=int, default=125, help="agents per process")
+    parser.add_argument(
+        "--broker-kind",
+        choices=(*BROKER_KINDS, "both"),
+        default="mosquitto",
+        help="the fleet run's broker: one Mosquitto, a 3-node NATS cluster, or both in turn",
+    )
     parser.add_argument("--fleet-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fleet_worker:
@@ -425,13 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             fsync = fsync_ms(workdir)
             idle, _ = run_device(workdir, port, pub, policy, seconds, 0, key)
             bare, _ = run_device(workdir, None, pub, policy, seconds, 0, key)
-            fleet = run_fleet(workdir, port, key, pub, args.devices, args.per_process)
-            fleet_tmpfs = None
-            if shm.is_dir():
-                with tempfile.TemporaryDirectory(prefix="bench-mqtt-", dir=shm) as tmpfs:
-                    fleet_tmpfs = run_fleet(
-                        Path(tmpfs), port, key, pub, args.devices, args.per_process
-                    )
+            fleets = fleet_runs(workdir, args.broker_kind, port, key, pub, args)
         finally:
             stop(broker)
     print("\n0. 2 KiB one way through the broker (publisher -> Mosquitto -> subscriber)")
@@ -458,10 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             f"   {name:<34}{summary['decisions']:>10}{summary['overruns']:>10}"
             f"{summary['decision_us_p99']:>17}"
         )
-    print(f"\n3. fleet push to {fleet['devices']} agents in {fleet['processes']} processes")
-    for where, result in (("state on disk", fleet), ("state on tmpfs", fleet_tmpfs)):
-        if result is None:
-            continue
+    first = next(iter(fleets.values()))
+    print(f"\n3. fleet push to {first['devices']} agents in {first['processes']} processes")
+    for where, result in fleets.items():
         print(
             f"   {where}: all connected in {result['connect_s']:.1f} s; applied"
             f" {result['applied']}/{result['devices']}; last applied after"
@@ -470,7 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "p50 <= 5 ms": p50 <= 5,
         "p99 <= 20 ms": p99 <= 20,
-        "fleet all applied <= 3 s": fleet["applied"] == fleet["devices"] and fleet["total_s"] <= 3,
+        **{
+            f"{where.split(',')[0]} fleet all applied <= 3 s": result["applied"]
+            == result["devices"]
+            and result["total_s"] <= 3
+            for where, result in fleets.items()
+            if where.endswith("on disk")
+        },
         "no extra overruns with updates": with_updates["overruns"]
         <= max(idle["overruns"], bare["overruns"]),
     }
