@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from export.push import push_main
+from export.push import push_main, read_statuses
 from runtime.agent import Agent
+from runtime.mqtt import broker_settings
 from tests.brokers import BROKER_KINDS, Brokers, running
 from tests.ota_support import (
     ROOT,
@@ -62,6 +63,24 @@ def wait_until(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.02)
+
+
+def json_out(capsys) -> list[dict]:
+    out, err = capsys.readouterr()
+    assert out.strip(), f"no output; stderr: {err}"
+    return json.loads(out)
+
+
+def wait_retained(port: int, prefix: str, device_id: str, expected: tuple, timeout: float = 5):
+    """Until a new subscriber on `port` gets a retained status whose (state, instance) is
+    `expected`: a node learns of a message retained through another a moment later."""
+    started = time.monotonic()
+    while True:
+        status = retained_status(port, prefix, device_id)
+        if (status["state"], status["instance"]) == expected:
+            return
+        assert time.monotonic() - started < timeout, f"retained {status} after {timeout} s"
+        time.sleep(0.05)
 
 
 def retained_status(port: int, prefix: str, device_id: str) -> dict:
@@ -108,7 +127,7 @@ def test_the_will_of_a_killed_runtime_is_seen_on_another_node(tmp_path, brokers,
         device.kill()  # SIGKILL: no offline status of its own, only the broker's will
         will = watcher.wait_for(lambda t, body: body.get("state") == "offline", timeout=10)
         assert will["instance"] == online["instance"] and will["policy_version"] == 5
-        assert retained_status(brokers.node(2), prefix, "pi-1")["state"] == "offline"
+        wait_retained(brokers.node(2), prefix, "pi-1", ("offline", online["instance"]))
     finally:
         device.kill()
         watcher.close()
@@ -170,9 +189,11 @@ def test_a_device_restarted_on_another_node_takes_over_its_connection(tmp_path, 
     restarted = Device(tmp_path, brokers.node(2), key, pub, device_id="pi-1", topic_prefix=prefix)
     try:
         wait_until(lambda: _closed_by_broker(stale.agent), 10, "the stale connection closed")
-        time.sleep(1.0)  # any will of the stale connection has been published by now
+        expected = ("online", restarted.agent.instance)
+        wait_retained(brokers.node(1), prefix, "pi-1", expected)
+        time.sleep(1.0)  # a will of the stale connection published late would replace it
         status = retained_status(brokers.node(1), prefix, "pi-1")
-        assert (status["state"], status["instance"]) == ("online", restarted.agent.instance)
+        assert (status["state"], status["instance"]) == expected
         assert restarted.agent.connected.is_set() and not restarted.agent.duplicate_reported
     finally:
         restarted.stop()
@@ -202,7 +223,7 @@ def test_a_signed_update_reaches_a_runtime_on_another_node(tmp_path, brokers, pr
         watcher.wait_for(lambda t, body: body.get("state") == "online", timeout=20)
         argv = [str(update), "--device", "pi-1", "--broker", brokers.url(1), "--json"]
         code = push_main([*argv, "--topic-prefix", prefix, "--timeout", "20"])
-        outcomes = json.loads(capsys.readouterr().out)
+        outcomes = json_out(capsys)
         assert code == 0, outcomes
         assert [(o["device"], o["result"]) for o in outcomes] == [("pi-1", "applied")]
         applied = watcher.wait_for(lambda t, body: body.get("policy_version") == 7, timeout=10)
@@ -211,6 +232,18 @@ def test_a_signed_update_reaches_a_runtime_on_another_node(tmp_path, brokers, pr
         device.kill()
         watcher.close()
     assert (tmp_path / "device" / "state" / "current.npz").read_bytes() == update.read_bytes()
+
+
+def wait_all_online(url: str, prefix: str, count: int, timeout: float = 30.0) -> float:
+    """Seconds until the node at `url` holds `count` retained "online" statuses."""
+    started = time.monotonic()
+    while True:
+        statuses = read_statuses(broker_settings(url), prefix, timeout=10)
+        online = sum(body.get("state") == "online" for body in statuses.values())
+        if online == count:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, f"{online}/{count} online on {url}"
+        time.sleep(0.1)
 
 
 def test_a_fleet_push_reaches_devices_spread_over_the_nodes(tmp_path, brokers, prefix, capsys):
@@ -231,9 +264,12 @@ def test_a_fleet_push_reaches_devices_spread_over_the_nodes(tmp_path, brokers, p
             )
         for host in hosts:
             assert host.stdout.readline().strip() == "ready"
+        # a node learns of a status retained on another a moment later (the retained-message
+        # stream): `push --fleet` targets the devices its node has seen online
+        seen = wait_all_online(brokers.url(0), prefix, 3 * FLEET_PER_NODE)
         argv = [str(update), "--fleet", "--broker", brokers.url(0), "--topic-prefix", prefix]
         code = push_main([*argv, "--timeout", "30", "--json"])
-        outcomes = json.loads(capsys.readouterr().out)
+        outcomes = json_out(capsys)
     finally:
         for host in hosts:
             host.stdin.close()
@@ -244,6 +280,7 @@ def test_a_fleet_push_reaches_devices_spread_over_the_nodes(tmp_path, brokers, p
                 host.kill()
                 host.wait()
     devices = 3 * FLEET_PER_NODE
+    assert seen < (10 if brokers.kind == "nats-cluster" else 1), f"all online after {seen} s"
     assert sorted(o["device"] for o in outcomes) == sorted(f"dev-{i}" for i in range(devices))
     assert {o["result"] for o in outcomes} == {"applied"}, [
         o for o in outcomes if o["result"] != "applied"
