@@ -333,6 +333,21 @@ def clear_retained(port: int, topic: str) -> None:
     client.loop_stop()
 
 
+def wait_seen_online(port: int, devices: int, timeout: float = 60.0) -> None:
+    """Until the node at `port` holds every device's retained "online" (push --fleet targets
+    those it holds)."""
+    from export.push import read_statuses
+    from runtime.mqtt import broker_settings
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = read_statuses(broker_settings(f"mqtt://127.0.0.1:{port}"), PREFIX, 10)
+        if sum(status.get("state") == "online" for status in statuses.values()) >= devices:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the broker on port {port} does not hold {devices} online statuses")
+
+
 def run_fleet(
     workdir: Path, ports: list[int], key, pub: Path, devices: int, per_process: int
 ) -> dict:
@@ -356,6 +371,7 @@ def run_fleet(
             line = worker.stdout.readline().decode().strip()
             if line != "ready":
                 raise RuntimeError(f"a fleet worker failed: {line!r}")
+        wait_seen_online(port, devices)  # a cluster's node hears of the others' a bit later
         connect_s = time.perf_counter() - started
         outcomes = push(
             signed(6, key),
