@@ -126,7 +126,9 @@ class RuntimeConfig:
         parse_optional_str,
     )  # fmt: skip
     device_id: str | None = setting(
-        None, "this device's id in the MQTT topics (default: the host name)", parse_optional_str
+        None,
+        "this device's id in the MQTT topics (default: the host name's first label)",
+        parse_optional_str,
     )
     topic_prefix: str = setting(DEFAULT_TOPIC_PREFIX, "MQTT topic prefix")
     state_dir: str | None = setting(
