@@ -36,6 +36,7 @@ from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
     DEVICE_ID_RULE,
+    SUBSCRIBE_RETRY_DELAYS_S,
     TOPIC_ALL_STATUS,
     TOPIC_DEVICE_KEYS,
     TOPIC_DEVICE_POLICY,
@@ -95,11 +96,14 @@ class StatusBoard:
         self._marker_topic = f"{prefix}/push/{uuid.uuid4().hex}"
         self._marker_seen = threading.Event()
         self._answered = threading.Event()  # the broker accepted or refused the connection
+        self._subscribed = threading.Event()  # ... and answered the subscription: with these
+        self._granted: list[Any] = []
         self._refused: str | None = None
         self._listeners: list[Any] = []
         self.client = make_client(settings, f"reinforce-edge-push-{uuid.uuid4().hex[:12]}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.settings = settings
         self.connect_timeout = connect_timeout
 
@@ -115,7 +119,11 @@ class StatusBoard:
             why = f"refused the connection: {self._refused}" if self._refused else "did not answer"
             raise ConnectionError(f"broker {self.settings.url} {why}")
         status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
-        self.client.subscribe([(status_topic, 1), (self._marker_topic, 1)])
+        try:
+            self._subscribe([(status_topic, 1), (self._marker_topic, 1)])
+        except ConnectionError:
+            self.close()
+            raise
         self.client.publish(self._marker_topic, b"", qos=1)
         if not self._marker_seen.wait(self.connect_timeout):
             self.close()
@@ -124,6 +132,31 @@ class StatusBoard:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def _subscribe(self, wanted: list[tuple[str, int]]) -> None:
+        """Subscribe, asking again after each of SUBSCRIBE_RETRY_DELAYS_S while the broker
+        refuses (NATS does while JetStream settles), within the connect timeout."""
+        deadline = time.monotonic() + self.connect_timeout
+        refused: list[str] = []
+        for delay in (0.0, *SUBSCRIBE_RETRY_DELAYS_S):
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            self._subscribed.clear()
+            self.client.subscribe(wanted)
+            if not self._subscribed.wait(max(0.0, deadline - time.monotonic())):
+                raise ConnectionError(f"broker {self.settings.url} did not answer the subscription")
+            refused = [str(code) for code in self._granted if code.is_failure]
+            if not refused or time.monotonic() >= deadline:
+                break
+            logger.debug("broker %s refused the subscription (%s)", self.settings.url, refused)
+        if refused:
+            raise ConnectionError(
+                f"broker {self.settings.url} refused the subscription to"
+                f" {wanted[0][0]}: {', '.join(sorted(set(refused)))}"
+            )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._granted = list(reason_codes)
+        self._subscribed.set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:  # wrong password, not authorised: retrying cannot help

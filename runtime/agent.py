@@ -51,6 +51,7 @@ from runtime.constants import (
     MAX_KEYS_MESSAGE_BYTES,
     MQTT_KEEPALIVE_S,
     OBS_DIM,
+    SUBSCRIBE_RETRY_DELAYS_S,
     TOPIC_PREFIX_PATTERN,
     TOPIC_PREFIX_RULE,
     UPDATE_QUEUE_MAX,
@@ -91,10 +92,8 @@ SHORT_CONNECTIONS_FOR_TWIN = 4
 # Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
 # trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
-# A broker may refuse a subscription for a while: NATS's MQTT gateway does (SUBACK 0x80) until
-# JetStream has settled after a node joins. The refused ones are asked for again after each of
-# these delays; after the last the agent goes online without them (one ERROR line says so).
-SUBSCRIBE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# A refused subscription is asked for again after each of SUBSCRIBE_RETRY_DELAYS_S; after the
+# last the agent goes online without it (one ERROR line says so).
 
 
 @dataclass(frozen=True)

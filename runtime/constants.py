@@ -128,6 +128,10 @@ DEVICE_ID_RULE = (
     "1-64 letters, digits, _ : - starting with a letter or digit (no '.', / + # or spaces)"
 )
 TOPIC_PREFIX_RULE = "levels of letters, digits, _ : - separated by / (no '.' or wildcards)"
+# A broker may refuse a subscription for a while: NATS's MQTT gateway answers SUBACK 0x80 until
+# JetStream has settled after a node joined. The agent and `export push/status` ask again after
+# each of these delays (seconds).
+SUBSCRIBE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 UPDATE_QUEUE_MAX = 16  # payloads waiting for validation; more are dropped with a status
 UPDATE_QUEUE_MAX_BYTES = 8 * 1024 * 1024  # and at most this many bytes of them
 DEFAULT_STATE_DIR = "/var/lib/reinforce-edge"
