@@ -93,7 +93,8 @@ SHORT_CONNECTIONS_FOR_TWIN = 4
 # trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
 # A refused subscription is asked for again after each of SUBSCRIBE_RETRY_DELAYS_S; after the
-# last the agent goes online without it (one ERROR line says so).
+# last the agent goes online without it (one ERROR line says so) and keeps asking at the last
+# delay, so a broker that recovers reaches the device without a reconnect.
 
 
 @dataclass(frozen=True)
@@ -344,24 +345,34 @@ class Agent:
         refused = [
             request for request, code in zip(wanted, reason_codes, strict=False) if code.is_failure
         ]
-        if refused and self._subscribe_retries < len(SUBSCRIBE_RETRY_DELAYS_S):
-            self._schedule_subscribe_retry(client, refused, reason_codes)
+        if not refused:
+            if self._subscribe_retries > len(SUBSCRIBE_RETRY_DELAYS_S):  # after the ERROR below
+                logger.warning("broker %s granted the refused subscriptions", self.broker.url)
+            self._go_online()
             return
-        if refused:
+        if self._subscribe_retries == len(SUBSCRIBE_RETRY_DELAYS_S):
             logger.error(
                 "broker %s refused the subscriptions to %s %d times: going online without"
-                " them (updates published there will not arrive)",
+                " them (updates published there do not arrive); asking again every %g s",
                 self.broker.url,
                 ", ".join(topic for topic, _ in refused),
                 self._subscribe_retries + 1,
+                SUBSCRIBE_RETRY_DELAYS_S[-1],
             )
-        self._publish_status()
-        self.ready.set()
+            self._go_online()
+        self._schedule_subscribe_retry(client, refused, reason_codes)
+
+    def _go_online(self) -> None:
+        if not self.ready.is_set():  # once per connection
+            self._publish_status()
+            self.ready.set()
 
     def _schedule_subscribe_retry(
         self, client, refused: list[tuple[str, int]], reason_codes: list[Any]
     ) -> None:
-        delay = SUBSCRIBE_RETRY_DELAYS_S[self._subscribe_retries]
+        delay = SUBSCRIBE_RETRY_DELAYS_S[
+            min(self._subscribe_retries, len(SUBSCRIBE_RETRY_DELAYS_S) - 1)
+        ]
         self._subscribe_retries += 1
         logger.log(
             logging.WARNING if self._subscribe_retries == 1 else logging.DEBUG,

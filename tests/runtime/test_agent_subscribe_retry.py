@@ -1,6 +1,6 @@
 """A refused subscription (SUBACK 0x80, as NATS answers while JetStream settles) is asked for
 again with backoff; the device says "online" only once its policy topics are subscribed, or
-after the last retry with one ERROR line naming what is missing."""
+after the last retry with one ERROR line naming what is missing, and then keeps asking."""
 
 from __future__ import annotations
 
@@ -98,20 +98,26 @@ def test_a_refused_policy_subscription_is_retried_and_online_waits_for_it(agent,
     assert "(Unspecified error); retrying in 0.01 s" in line
 
 
-def test_after_the_last_retry_the_device_goes_online_saying_what_is_missing(agent, caplog):
+def test_after_the_last_retry_the_device_goes_online_and_keeps_asking(agent, caplog):
     caplog.set_level(logging.WARNING, logger="runtime.agent")
     client = agent.client
     mid = client.subscribed[1][0]
     for attempt in range(4):  # the first answer and three retries, all refused
-        agent._on_subscribe(client, None, mid, [REFUSED] * len(client.subscribed[-1][1]), None)
-        if attempt < 3:
-            mid, wanted = client.wait_for(3 + attempt)
-            assert len(wanted) == 4
-    time.sleep(0.1)
-    assert len(client.subscribed) == 5  # no fourth retry
+        assert not agent.ready.is_set()
+        agent._on_subscribe(client, None, mid, [REFUSED] * 4, None)
+        mid, wanted = client.wait_for(3 + attempt)
+        assert len(wanted) == 4
     assert agent.ready.is_set() and statuses(agent) == ["online"]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "4 times" in errors[0] and "t/devices/pi-1/policy" in errors[0]
+    assert "asking again every 0.04 s" in errors[0]
+    agent._on_subscribe(client, None, mid, [REFUSED] * 4, None)  # still refused: quiet
+    mid, _ = client.wait_for(7)
+    agent._on_subscribe(client, None, mid, [GRANTED] * 4, None)  # the broker recovered
+    time.sleep(0.1)
+    assert len(client.subscribed) == 7 and statuses(agent) == ["online"]  # no second status
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[-1].endswith("granted the refused subscriptions")
 
 
 def test_a_disconnect_cancels_a_pending_retry(agent, monkeypatch):
