@@ -11,6 +11,9 @@ Three threads, none of them the control loop's:
   decision), publishes the status, runs health rollbacks and sends telemetry every interval;
 - the control loop itself only calls `on_episode` once per finished episode (cheap).
 
+A subscription the broker refuses (NATS does while JetStream settles) is asked for again from a
+short-lived timer thread, with backoff; the status says "online" once the policy topics are held.
+
 Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
 shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one).
 
