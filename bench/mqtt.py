@@ -3,6 +3,7 @@
     .venv/bin/python bench/mqtt.py [--updates 200] [--devices 1000] [--per-process 125]
     .venv/bin/python bench/mqtt.py --only rollout [--repeats 3] \
         [--operator-broker URL] [--device-brokers URL,URL,...]
+    .venv/bin/python bench/mqtt.py --only fleet|rollout --broker-kind mosquitto|nats-cluster|both
 
 1. push-to-applied latency: publish a signed policy.npz to a running `python -m runtime`
    (sim plant, 100 Hz) and time until its retained status says "applied" (validation, Ed25519,
@@ -17,11 +18,15 @@
    abort threshold being crossed (replayed over the statuses an independent watcher saw) to
    the abort, the undo, and which versions the devices are left on. The operator and the
    devices may use other brokers (a cluster: the devices round-robin over --device-brokers).
+
+`--broker-kind nats-cluster` (or `both`) runs 3 and 4 on a 3-node NATS 2.9 cluster too
+(bench/brokers.py), the devices taking turns over the nodes and the operator on the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -367,15 +373,40 @@ def start_fleet(
     return workers
 
 
-def run_fleet(workdir: Path, port: int, key, pub: Path, devices: int, per_process: int) -> dict:
+def urls_of(ports: list[int]) -> list[str]:
+    return [f"mqtt://127.0.0.1:{port}" for port in ports]
+
+
+def wait_seen_online(port: int, devices: int, timeout: float = 60.0) -> None:
+    """Until the node at `port` holds every device's retained "online" (push --fleet and
+    rollout --all-online target those it holds; a cluster's node hears of the others' later)."""
+    from export.push import read_statuses
+    from runtime.mqtt import broker_settings
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = read_statuses(broker_settings(f"mqtt://127.0.0.1:{port}"), PREFIX, 10)
+        if sum(status.get("state") == "online" for status in statuses.values()) >= devices:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the broker on port {port} does not hold {devices} online statuses")
+
+
+def run_fleet(
+    workdir: Path, ports: list[int], key, pub: Path, devices: int, per_process: int
+) -> dict:
+    """The devices take turns over `ports` (a cluster's nodes); the push goes through the
+    first."""
     from export.push import push
     from runtime.mqtt import broker_settings
 
     (workdir / "initial.npz").write_bytes(signed(5, key))
     workers = []
+    port = ports[0]
     try:
         started = time.perf_counter()
-        workers = start_fleet(workdir, [f"mqtt://127.0.0.1:{port}"], pub, devices, per_process)
+        workers = start_fleet(workdir, urls_of(ports), pub, devices, per_process)
+        wait_seen_online(port, devices)
         connect_s = time.perf_counter() - started
         outcomes = push(
             signed(6, key),
@@ -466,7 +497,6 @@ class LiveStatuses:
 
 def rollout_once(workdir: Path, policy: Path, operator: str, *extra: str):
     """One `export rollout` in this process: (exit code, seconds, progress, JSON report, plan)."""
-    import contextlib
     import io
 
     from export.rollout import build_parser, checked_request, run_request
@@ -538,6 +568,7 @@ def run_rollouts(
     completes = []
     workers = start_fleet(workdir / "ok", device_urls, pub, devices, per_process)
     try:
+        wait_seen_online(broker_settings(operator).port, devices)
         for repeat in range(repeats):
             policy = workdir / f"v{6 + repeat}.npz"
             policy.write_bytes(signed(6 + repeat, key))
@@ -553,6 +584,7 @@ def run_rollouts(
     live = LiveStatuses(operator)
     workers = start_fleet(workdir / "abort", device_urls, pub, devices, per_process, spec)
     try:
+        wait_seen_online(broker_settings(operator).port, devices)
         policy = workdir / "v6-abort.npz"
         data = signed(6, key)
         policy.write_bytes(data)
@@ -651,6 +683,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="URL,...",
         help="4: the brokers the devices connect to, round-robin (default: the operator's)",
     )
+    parser.add_argument(
+        "--broker-kind",
+        choices=(*BROKER_KINDS, "both"),
+        default="mosquitto",
+        help="3 and 4: one Mosquitto, a 3-node NATS cluster, or both in turn",
+    )
     parser.add_argument("--fleet-worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fleet_worker:
@@ -667,15 +705,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if "updates" in parts:
                 checks |= updates_part(workdir, port, key, pub, args.updates)
-            if "fleet" in parts:
-                checks |= fleet_part(workdir, port, key, pub, args.devices, args.per_process)
-            if "rollout" in parts:
-                operator = args.operator_broker or f"mqtt://127.0.0.1:{port}"
-                urls = (args.device_brokers or operator).split(",")
-                result = run_rollouts(
-                    workdir, operator, urls, key, pub, args.devices, args.per_process, args.repeats
-                )
-                checks |= print_rollouts(result, operator, urls)
+            kinds = BROKER_KINDS if args.broker_kind == "both" else (args.broker_kind,)
+            for kind in kinds if {"fleet", "rollout"} & set(parts) else ():
+                with broker_nodes(workdir, kind, port) as ports:
+                    if "fleet" in parts:
+                        checks |= fleet_part(
+                            workdir, kind, ports, key, pub, args.devices, args.per_process
+                        )
+                    if "rollout" in parts:
+                        checks |= rollout_part(workdir, kind, ports, key, pub, args)
         finally:
             stop(broker)
     verdicts = ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks.items())
@@ -684,6 +722,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 PARTS = ("updates", "fleet", "rollout")
+
+
+def rollout_part(
+    workdir: Path, kind: str, ports: list[int], key, pub: Path, args: argparse.Namespace
+) -> dict[str, bool]:
+    """4 on `kind`: the operator on the first node (or --operator-broker), the devices over
+    every node (or --device-brokers)."""
+    operator = args.operator_broker or urls_of(ports)[0]
+    urls = args.device_brokers.split(",") if args.device_brokers else urls_of(ports)
+    with tempfile.TemporaryDirectory(prefix=f"rollout-{kind}-", dir=workdir) as tmp:
+        result = run_rollouts(
+            Path(tmp), operator, urls, key, pub, args.devices, args.per_process, args.repeats
+        )
+    checks = print_rollouts(result, operator, urls)
+    return {f"{kind} {name}": ok for name, ok in checks.items()}
 
 
 def updates_part(workdir: Path, port: int, key, pub: Path, updates: int) -> dict[str, bool]:
@@ -736,16 +789,19 @@ def updates_part(workdir: Path, port: int, key, pub: Path, updates: int) -> dict
 
 
 def fleet_part(
-    workdir: Path, port: int, key, pub: Path, devices: int, per_process: int
+    workdir: Path, kind: str, ports: list[int], key, pub: Path, devices: int, per_process: int
 ) -> dict[str, bool]:
     """3: one retained fleet push to `devices` agents, state on disk and on tmpfs."""
-    fleet = run_fleet(workdir, port, key, pub, devices, per_process)
+    fleet = run_fleet(workdir, ports, key, pub, devices, per_process)
     fleet_tmpfs = None
     shm = Path("/dev/shm")
     if shm.is_dir():
         with tempfile.TemporaryDirectory(prefix="bench-mqtt-", dir=shm) as tmpfs:
-            fleet_tmpfs = run_fleet(Path(tmpfs), port, key, pub, devices, per_process)
-    print(f"\n3. fleet push to {fleet['devices']} agents in {fleet['processes']} processes")
+            fleet_tmpfs = run_fleet(Path(tmpfs), ports, key, pub, devices, per_process)
+    print(
+        f"\n3. fleet push to {fleet['devices']} agents in {fleet['processes']} processes, {kind}"
+        f" ({len(ports)} node{'s' if len(ports) > 1 else ''})"
+    )
     for where, result in (("state on disk", fleet), ("state on tmpfs", fleet_tmpfs)):
         if result is None:
             continue
@@ -755,8 +811,28 @@ def fleet_part(
             f" {result['total_s']:.2f} s (median device {result['median_s']:.2f} s)"
         )
     return {
-        "fleet all applied <= 3 s": fleet["applied"] == fleet["devices"] and fleet["total_s"] <= 3
+        f"{kind} fleet all applied <= 3 s": fleet["applied"] == fleet["devices"]
+        and fleet["total_s"] <= 3
     }
+
+
+BROKER_KINDS = ("mosquitto", "nats-cluster")
+
+
+@contextlib.contextmanager
+def broker_nodes(workdir: Path, kind: str, mosquitto_port: int) -> Iterator[list[int]]:
+    """The MQTT ports of the broker `kind`: the private Mosquitto's, or a 3-node NATS 2.9
+    cluster's (bench/brokers.py), started here and stopped afterwards by its pids."""
+    if kind == "mosquitto":
+        yield [mosquitto_port]
+        return
+    from bench.brokers import start_nats_cluster
+
+    cluster = start_nats_cluster(workdir / "nats")
+    try:
+        yield cluster.ports
+    finally:
+        cluster.stop()
 
 
 if __name__ == "__main__":

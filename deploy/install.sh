@@ -145,10 +145,14 @@ if [ $uninstall = no ]; then
     mqtts://*) ;;
     *) [ -z "$ca_file$cert" ] || die_usage "--ca-file/--cert/--key need an mqtts:// --broker" ;;
     esac
-    [ -n "$device_id" ] || device_id=$(hostname 2>/dev/null || cat /etc/hostname)
+    # the host name's first label: 'pi.local' gives 'pi' (a '.' is no device id: NATS)
+    if [ -z "$device_id" ]; then
+        device_id=$(hostname 2>/dev/null || cat /etc/hostname)
+        device_id=${device_id%%.*}
+    fi
     case $device_id in
-    '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_.-]*)
-        die_usage "--device-id '$device_id': use letters, digits, '_', '-', '.' (a letter or digit first)" ;;
+    '' | [!A-Za-z0-9]* | *[!A-Za-z0-9_-]*)
+        die_usage "--device-id '$device_id': use letters, digits, '_', '-' (a letter or digit first; no '.')" ;;
     operator) die_usage "--device-id 'operator' is the operator's broker account (it may publish policies), not a board's" ;;
     esac
     [ ${#device_id} -le 64 ] || die_usage "--device-id '$device_id' is longer than 64 characters"

@@ -37,12 +37,15 @@ from typing import Any, NoReturn
 from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    DEVICE_ID_RULE,
+    SUBSCRIBE_RETRY_DELAYS_S,
     TOPIC_ALL_STATUS,
     TOPIC_DEVICE_KEYS,
     TOPIC_DEVICE_POLICY,
     TOPIC_FLEET_KEYS,
     TOPIC_FLEET_POLICY,
     TOPIC_PREFIX_PATTERN,
+    TOPIC_PREFIX_RULE,
 )
 from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from
 from runtime.policy import PolicyError, parse_policy
@@ -108,6 +111,8 @@ class StatusBoard:
         self._marker_topic = f"{prefix}/push/{uuid.uuid4().hex}"
         self._marker_seen = threading.Event()
         self._answered = threading.Event()  # the broker accepted or refused the connection
+        self._subscribed = threading.Event()  # ... and answered the subscription: with these
+        self._granted: list[Any] = []
         self._refused: str | None = None
         self._listeners: list[Any] = []
         self.client = make_client(
@@ -118,6 +123,7 @@ class StatusBoard:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.settings = settings
         self.connect_timeout = connect_timeout
 
@@ -132,7 +138,13 @@ class StatusBoard:
             self.close()
             why = f"refused the connection: {self._refused}" if self._refused else "did not answer"
             raise ConnectionError(f"broker {self.settings.url} {why}")
-        self.client.publish(self._marker_topic, b"", qos=1)  # after the subscription (on_connect)
+        status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
+        try:
+            self._await_subscription([(status_topic, STATUS_QOS), (self._marker_topic, STATUS_QOS)])
+        except ConnectionError:
+            self.close()
+            raise
+        self.client.publish(self._marker_topic, b"", qos=1)  # after the subscription
         if not self._marker_seen.wait(self.connect_timeout):
             self.close()
             raise ConnectionError(f"broker {self.settings.url} did not deliver the statuses")
@@ -145,6 +157,33 @@ class StatusBoard:
         """Subscribe again: the broker then sends every retained status once more (a status
         it dropped on its way here, at QoS 0, comes back)."""
         self.client.subscribe(TOPIC_ALL_STATUS.format(prefix=self.prefix), STATUS_QOS)
+
+    def _await_subscription(self, wanted: list[tuple[str, int]]) -> None:
+        """Wait for the answer to on_connect's subscription, asking again after each of
+        SUBSCRIBE_RETRY_DELAYS_S while the broker refuses (NATS does while JetStream
+        settles), within the connect timeout."""
+        deadline = time.monotonic() + self.connect_timeout
+        refused: list[str] = []
+        for attempt, delay in enumerate((0.0, *SUBSCRIBE_RETRY_DELAYS_S)):
+            if attempt:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                self._subscribed.clear()
+                self.client.subscribe(wanted)
+            if not self._subscribed.wait(max(0.0, deadline - time.monotonic())):
+                raise ConnectionError(f"broker {self.settings.url} did not answer the subscription")
+            refused = [str(code) for code in self._granted if code.is_failure]
+            if not refused or time.monotonic() >= deadline:
+                break
+            logger.debug("broker %s refused the subscription (%s)", self.settings.url, refused)
+        if refused:
+            raise ConnectionError(
+                f"broker {self.settings.url} refused the subscription to"
+                f" {wanted[0][0]}: {', '.join(sorted(set(refused)))}"
+            )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._granted = list(reason_codes)
+        self._subscribed.set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:  # wrong password, not authorised: retrying cannot help
@@ -397,20 +436,14 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
 def _prefix(args: argparse.Namespace) -> str:
     prefix = args.topic_prefix or DEFAULT_TOPIC_PREFIX
     if not re.fullmatch(TOPIC_PREFIX_PATTERN, prefix):
-        raise UsageError(
-            f"--topic-prefix {prefix!r}: use levels of letters, digits, _ . : - separated by /"
-            " (no wildcards)"
-        )
+        raise UsageError(f"--topic-prefix {prefix!r}: use {TOPIC_PREFIX_RULE}")
     return prefix
 
 
 def _check_devices(devices: Sequence[str]) -> None:
     for device in devices:
         if not re.fullmatch(DEVICE_ID_PATTERN, device):
-            raise UsageError(
-                f"--device {device!r}: a device id is 1-64 letters, digits, _ . : -"
-                " (no / + # or spaces), starting with a letter or digit"
-            )
+            raise UsageError(f"--device {device!r}: a device id is {DEVICE_ID_RULE}")
 
 
 def _run(body: Any) -> int:

@@ -11,6 +11,9 @@ Three threads, none of them the control loop's:
   decision), publishes the status, runs health rollbacks and sends telemetry every interval;
 - the control loop itself only calls `on_episode` once per finished episode (cheap).
 
+A subscription the broker refuses (NATS does while JetStream settles) is asked for again from a
+short-lived timer thread, with backoff; the status says "online" once the policy topics are held.
+
 Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
 shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one). The status's
 `probation` follows the health check of the version applied last (pending, then passed or
@@ -49,10 +52,13 @@ from runtime.constants import (
     DEFAULT_TELEMETRY_INTERVAL_S,
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
+    DEVICE_ID_RULE,
     MAX_KEYS_MESSAGE_BYTES,
     MQTT_KEEPALIVE_S,
     OBS_DIM,
+    SUBSCRIBE_RETRY_DELAYS_S,
     TOPIC_PREFIX_PATTERN,
+    TOPIC_PREFIX_RULE,
     UPDATE_QUEUE_MAX,
     UPDATE_QUEUE_MAX_BYTES,
 )
@@ -91,6 +97,9 @@ SHORT_CONNECTIONS_FOR_TWIN = 4
 # Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
 # trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
+# A refused subscription is asked for again after each of SUBSCRIBE_RETRY_DELAYS_S; after the
+# last the agent goes online without it (one ERROR line says so) and keeps asking at the last
+# delay, so a broker that recovers reaches the device without a reconnect.
 
 
 @dataclass(frozen=True)
@@ -109,14 +118,10 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(DEVICE_ID_PATTERN, str(self.device_id)):
-            raise ValueError(
-                f"device id {self.device_id!r} is not allowed: 1-64 characters of letters,"
-                " digits and _ . : - (no / + # or spaces), starting with a letter or digit"
-            )
+            raise ValueError(f"device id {self.device_id!r} is not allowed: {DEVICE_ID_RULE}")
         if not re.fullmatch(TOPIC_PREFIX_PATTERN, str(self.topic_prefix)):
             raise ValueError(
-                f"topic prefix {self.topic_prefix!r} is not allowed: levels of letters,"
-                " digits and _ . : - separated by /, no wildcards"
+                f"topic prefix {self.topic_prefix!r} is not allowed: {TOPIC_PREFIX_RULE}"
             )
         if not 0.05 <= self.telemetry_interval <= 86400:
             raise ValueError(
@@ -198,6 +203,10 @@ class Agent:
         self._connected_at = 0.0
         self._short_connections = 0
         self._status_watch_mid: int | None = None
+        self._subscribing: dict[int, list[tuple[str, int]]] = {}  # mid -> what it asked for
+        self._subscribe_lock = threading.Lock()  # a retry subscribes from a timer thread
+        self._subscribe_retries = 0
+        self._retry_timer: threading.Timer | None = None
         self.topics = topics(config.topic_prefix, config.device_id)
         self.rejected_updates = 0
         self.applied_updates = 0
@@ -250,6 +259,7 @@ class Agent:
     def stop(self, timeout: float = 2.0) -> None:
         """Publish the offline status, disconnect and join the threads."""
         self._stopping.set()
+        self._cancel_subscribe_retry()
         if self._worker.is_alive():
             self._mailbox.put(("stop", None))
             self._worker.join(timeout)
@@ -295,16 +305,35 @@ class Agent:
         )
         # first, so the retained status arrives before our own "online" goes out
         _, self._status_watch_mid = client.subscribe(self.topics["status"], STATUS_WATCH_QOS)
+        self._cancel_subscribe_retry()
+        self._subscribe_retries = 0
+        with self._subscribe_lock:
+            self._subscribing.clear()  # requests of an earlier connection get no answer now
         # the key topics first: a retained key-set change arrives before the retained policy
         # that its new key signed
-        client.subscribe(
+        self._subscribe(
+            client,
             [
                 (self.topics["keys"], POLICY_QOS),
                 (self.topics["fleet_keys"], POLICY_QOS),
                 (self.topics["policy"], POLICY_QOS),
                 (self.topics["fleet"], POLICY_QOS),
-            ]
+            ],
         )
+
+    def _subscribe(self, client, wanted: list[tuple[str, int]]) -> None:
+        with self._subscribe_lock:  # its SUBACK may arrive before subscribe() returns
+            _, mid = client.subscribe(wanted)
+            self._subscribing[mid] = wanted
+
+    def _retry_subscribe(self, client, wanted: list[tuple[str, int]]) -> None:
+        if self.connected.is_set() and not self._stopping.is_set():
+            self._subscribe(client, wanted)
+
+    def _cancel_subscribe_retry(self) -> None:
+        timer, self._retry_timer = self._retry_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._short_connections = 0  # a restarting broker, not a twin taking the connection
@@ -314,18 +343,59 @@ class Agent:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """Online only once subscribed: whoever sees "online" may publish to this device."""
-        failed = [code for code in reason_codes if code.is_failure]
         if mid == self._status_watch_mid:  # Mosquitto grants it even when its ACL denies
             return  # reading: then nothing arrives, and only dropped connections tell a twin
-        if failed:
-            logger.error("broker refused the policy subscriptions: %s", failed)
-        self._publish_status()
-        self.ready.set()
+        with self._subscribe_lock:
+            wanted = self._subscribing.pop(mid, [])
+        refused = [
+            request for request, code in zip(wanted, reason_codes, strict=False) if code.is_failure
+        ]
+        if not refused:
+            if self._subscribe_retries > len(SUBSCRIBE_RETRY_DELAYS_S):  # after the ERROR below
+                logger.warning("broker %s granted the refused subscriptions", self.broker.url)
+            self._go_online()
+            return
+        if self._subscribe_retries == len(SUBSCRIBE_RETRY_DELAYS_S):
+            logger.error(
+                "broker %s refused the subscriptions to %s %d times: going online without"
+                " them (updates published there do not arrive); asking again every %g s",
+                self.broker.url,
+                ", ".join(topic for topic, _ in refused),
+                self._subscribe_retries + 1,
+                SUBSCRIBE_RETRY_DELAYS_S[-1],
+            )
+            self._go_online()
+        self._schedule_subscribe_retry(client, refused, reason_codes)
+
+    def _go_online(self) -> None:
+        if not self.ready.is_set():  # once per connection
+            self._publish_status()
+            self.ready.set()
+
+    def _schedule_subscribe_retry(
+        self, client, refused: list[tuple[str, int]], reason_codes: list[Any]
+    ) -> None:
+        delay = SUBSCRIBE_RETRY_DELAYS_S[
+            min(self._subscribe_retries, len(SUBSCRIBE_RETRY_DELAYS_S) - 1)
+        ]
+        self._subscribe_retries += 1
+        logger.log(
+            logging.WARNING if self._subscribe_retries == 1 else logging.DEBUG,
+            "broker %s refused the subscriptions to %s (%s); retrying in %g s",
+            self.broker.url,
+            ", ".join(topic for topic, _ in refused),
+            ", ".join(sorted({str(code) for code in reason_codes if code.is_failure})),
+            delay,
+        )
+        self._retry_timer = threading.Timer(delay, self._retry_subscribe, (client, refused))
+        self._retry_timer.daemon = True
+        self._retry_timer.start()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.ready.clear()
+        self._cancel_subscribe_retry()  # the next connect subscribes afresh
         if self._stopping.is_set():
             return
         if not was_connected:  # closed before the broker accepted us: once per outage
@@ -760,13 +830,21 @@ class Agent:
 # --- wiring into `python -m runtime` ---------------------------------------------------------
 
 
+def device_id_from_hostname(hostname: str) -> str:
+    """The host name's first label ('pi.local' -> 'pi'); ValueError when that is no device id."""
+    name = hostname.split(".")[0]
+    if not re.fullmatch(DEVICE_ID_PATTERN, name):
+        raise ValueError(
+            f"the host name {hostname!r} gives no valid device id ({DEVICE_ID_RULE}):"
+            " give --device-id"
+        )
+    return name
+
+
 def default_device_id() -> str:
     import socket
 
-    name = socket.gethostname().split(".")[0]
-    if not re.fullmatch(DEVICE_ID_PATTERN, name):
-        raise ValueError(f"the host name {name!r} is not a valid device id: give --device-id")
-    return name
+    return device_id_from_hostname(socket.gethostname())
 
 
 def refuse_revoked(policy: Policy, keyset: Any, path: str | None) -> None:

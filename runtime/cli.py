@@ -157,7 +157,9 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     """Over-the-air updates and telemetry (runtime/agent.py); each `dest` is a config field."""
     group = parser.add_argument_group("MQTT updates and telemetry")
     group.add_argument("--broker", metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    group.add_argument("--device-id", metavar="ID", help="id in the topics (default: host name)")
+    group.add_argument(
+        "--device-id", metavar="ID", help="id in the topics (default: the host name's first label)"
+    )
     group.add_argument("--topic-prefix", metavar="P", help="topic prefix (reinforce-edge)")
     group.add_argument("--state-dir", metavar="DIR", help="where accepted updates persist")
     group.add_argument(

@@ -29,11 +29,13 @@ from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEFAULT_WARM_UP_US,
     DEVICE_ID_PATTERN,
+    DEVICE_ID_RULE,
     ENV_ID,
     ENV_MQTT_PASSWORD,
     ENV_PREFIX,
     MAX_WARM_UP_US,
     TOPIC_PREFIX_PATTERN,
+    TOPIC_PREFIX_RULE,
 )
 
 PLANTS = ("sim", "stdio", "gym")
@@ -124,7 +126,9 @@ class RuntimeConfig:
         parse_optional_str,
     )  # fmt: skip
     device_id: str | None = setting(
-        None, "this device's id in the MQTT topics (default: the host name)", parse_optional_str
+        None,
+        "this device's id in the MQTT topics (default: the host name's first label)",
+        parse_optional_str,
     )
     topic_prefix: str = setting(DEFAULT_TOPIC_PREFIX, "MQTT topic prefix")
     state_dir: str | None = setting(
@@ -255,12 +259,12 @@ def _mqtt_checks(c: RuntimeConfig) -> list[tuple[str, bool, str]]:
             "device_id",
             c.device_id is None
             or (isinstance(c.device_id, str) and re.fullmatch(DEVICE_ID_PATTERN, c.device_id)),
-            "1-64 letters, digits, _ . : - (one topic level, no / + # or spaces)",
+            DEVICE_ID_RULE,
         ),
         (
             "topic_prefix",
             isinstance(c.topic_prefix, str) and re.fullmatch(TOPIC_PREFIX_PATTERN, c.topic_prefix),
-            "topic levels of letters, digits, _ . : - separated by /, no wildcards",
+            f"topic {TOPIC_PREFIX_RULE}",
         ),
         ("state_dir", _optional_str(c.state_dir), "a directory path"),
         (

@@ -119,8 +119,19 @@ ENV_MQTT_PASSWORD = "REINFORCE_EDGE_MQTT_PASSWORD"
 # --- MQTT agent, OTA updates and device state (issue 5) ------------------------
 MQTT_KEEPALIVE_S = 30  # broker drops the session (and sends the will) after 1.5x this
 DEFAULT_TELEMETRY_INTERVAL_S = 5.0
-DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"  # one topic level, no wildcards
-TOPIC_PREFIX_PATTERN = r"[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*"
+# A device id is one topic level and a prefix is levels of the same characters: no wildcards,
+# and no '.', which NATS's MQTT gateway maps to its subject separator (it refuses a subscription
+# to a topic holding one and disconnects a client publishing to one: docs/deploying.md)
+DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_:-]{0,63}"
+TOPIC_PREFIX_PATTERN = r"[A-Za-z0-9_:-]+(/[A-Za-z0-9_:-]+)*"
+DEVICE_ID_RULE = (
+    "1-64 letters, digits, _ : - starting with a letter or digit (no '.', / + # or spaces)"
+)
+TOPIC_PREFIX_RULE = "levels of letters, digits, _ : - separated by / (no '.' or wildcards)"
+# A broker may refuse a subscription for a while: NATS's MQTT gateway answers SUBACK 0x80 until
+# JetStream has settled after a node joined. The agent and `export push/status` ask again after
+# each of these delays (seconds).
+SUBSCRIBE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 UPDATE_QUEUE_MAX = 16  # payloads waiting for validation; more are dropped with a status
 UPDATE_QUEUE_MAX_BYTES = 8 * 1024 * 1024  # and at most this many bytes of them
 DEFAULT_STATE_DIR = "/var/lib/reinforce-edge"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: the system tools the tests use (Mosquitto, openssl, shellcheck,
+# Idempotent set-up: the system tools the tests use (Mosquitto, nats-server, openssl, shellcheck,
 # systemd-analyze), then a virtualenv in .venv with every extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -121,7 +121,7 @@ class Device:
         chosen = self.store.startup_choice(Stored(parse_policy(initial), initial))
         self.slot = PolicySlot(activate(chosen.policy))
         self.agent = Agent(
-            AgentConfig(device_id=device_id, topic_prefix=PREFIX, **config),
+            AgentConfig(device_id=device_id, **{"topic_prefix": PREFIX, **config}),
             broker_settings(f"mqtt://127.0.0.1:{port}"),
             self.slot,
             activate,

@@ -47,7 +47,7 @@ done
 [ "$id" != operator ] || [ $operator = yes ] ||
     die_usage "'operator' is the operator account, not a device id: use --operator for it"
 case $id in
-*[!A-Za-z0-9_.-]* | .*) die_usage "bad ID '$id': use letters, digits, '_', '-', '.' (not first)" ;;
+*[!A-Za-z0-9_-]* | [_-]*) die_usage "bad ID '$id': use letters, digits, '_', '-' (a letter or digit first; no '.')" ;;
 esac
 [ ${#id} -le 64 ] || die_usage "ID '$id' is longer than 64 characters"
 command -v mosquitto_passwd >/dev/null ||

@@ -46,7 +46,7 @@ for name in ${names[@]+"${names[@]}"}; do
 done
 for id in ${ids[@]+"${ids[@]}"}; do
     case $id in
-    *[!A-Za-z0-9_.-]* | '' | .*) die_usage "bad id '$id': use letters, digits, '_', '-', '.' (not first)" ;;
+    *[!A-Za-z0-9_-]* | '' | [_-]*) die_usage "bad id '$id': use letters, digits, '_', '-' (a letter or digit first; no '.')" ;;
     esac
     [ ${#id} -le 64 ] || die_usage "id '$id' is longer than 64 characters"
 done

@@ -411,6 +411,7 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
     for script, args in (
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "a/b"]),
         ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "pi:1"]),
+        ("add-device.sh", ["--passwd", tmp_path / "p", "--no-reload", "pi.1"]),  # NATS
         # a board named "operator" would get the operator's right to publish policies
         (
             "add-device.sh",
@@ -418,6 +419,7 @@ def test_scripts_refuse_bad_ids_with_exit_2(tmp_path):
         ),
         ("add-device.sh", ["--bogus", "x"]),
         ("make-certs.sh", ["--dir", tmp_path / "c", "dev+1"]),
+        ("make-certs.sh", ["--dir", tmp_path / "c", "pi.local"]),
         ("make-certs.sh", ["--days", "soon"]),
         ("make-certs.sh", ["--dir", tmp_path / "c", "--days", "0"]),  # openssl failed half-way
         ("make-certs.sh", ["--dir", tmp_path / "c", "--days", "99999999"]),

@@ -28,10 +28,12 @@ SCRIPTS = [
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 
 
-def run_install(*args: str | Path, check: bool = False) -> subprocess.CompletedProcess:
+def run_install(
+    *args: str | Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """install.sh with the test interpreter and no virtualenv build (that needs the network)."""
     command = ["bash", str(INSTALL), "--python", sys.executable, *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -211,6 +213,7 @@ def test_uninstall_keeps_an_edited_config_unless_purged(tmp_path, inputs):
         (["--broker", "mqtt://broker"], "--broker needs --public-key"),
         (["--device-id", "a/b"], "--device-id 'a/b'"),
         (["--device-id", "pi:1"], "--device-id 'pi:1'"),
+        (["--device-id", "pi.1"], "no '.'"),  # NATS's MQTT gateway refuses its topics
         (["--device-id", "-pi"], "--device-id '-pi'"),
         (["--device-id", "operator"], "operator's broker account"),
         # written into runtime.toml as given: anything but HOST[:PORT] would break it
@@ -233,6 +236,19 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, args, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == "" and not prefix.exists()
+
+
+def test_the_default_device_id_is_the_first_label_of_the_host_name(tmp_path, inputs):
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "hostname").write_text("#!/bin/sh\necho pi-07.lab.example\n")
+    (shims / "hostname").chmod(0o755)
+    args = full_args(tmp_path / "root", inputs)
+    at = args.index("--device-id")
+    del args[at : at + 2]
+    run_install(*args, check=True, env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"})
+    config = tomllib.loads((tmp_path / "root/etc/reinforce-edge/runtime.toml").read_text())
+    assert config["device_id"] == config["username"] == "pi-07"
 
 
 def test_cert_without_key_and_tls_without_mqtts_exit_2(tmp_path, inputs):

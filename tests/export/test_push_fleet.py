@@ -93,6 +93,8 @@ def test_a_rejection_and_a_missing_device_fail_the_push(tmp_path, broker, fleet,
         (["{policy}", "--device", "a+b", "--broker", "mqtt://host"], "--device 'a+b'"),
         (["{policy}", "--device", "a/b", "--broker", "mqtt://host"], "--device 'a/b'"),
         (["{policy}", "--device", "", "--broker", "mqtt://host"], "--device ''"),
+        (["{policy}", "--device", "pi.local", "--broker", "mqtt://host"], "no '.'"),
+        (["{policy}", "--fleet", "--broker", "mqtt://h", "--topic-prefix", "a.b"], "'a.b'"),
         (["{policy}", "--fleet", "--broker", "mqtt://host", "--topic-prefix", "p/#"], "prefix"),
     ],
 )

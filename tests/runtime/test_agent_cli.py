@@ -25,6 +25,8 @@ def files(tmp_path):
         (["--broker", "mqtt://127.0.0.1:0"], "broker"),
         (["--broker", "mqtt://127.0.0.1", "--device-id", "a/b"], "device_id"),
         (["--broker", "mqtt://127.0.0.1", "--device-id", "#"], "device_id"),
+        (["--broker", "mqtt://127.0.0.1", "--device-id", "pi.local"], "'pi.local' is not"),
+        (["--broker", "mqtt://127.0.0.1", "--topic-prefix", "fleet.v2"], "no '.'"),
         (["--broker", "mqtt://127.0.0.1", "--topic-prefix", "p/+"], "topic_prefix"),
         (["--broker", "mqtt://127.0.0.1", "--telemetry-interval", "0"], "telemetry_interval"),
         (["--broker", "mqtt://127.0.0.1", "--probation-episodes", "0"], "probation_episodes"),
