@@ -25,9 +25,9 @@ class RefusingBroker:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.subscriptions: list[list[tuple[str, int]]] = []
-        self.on_connect = self.on_message = self.on_subscribe = None
+        self.on_connect = self.on_message = self.on_subscribe = self.on_disconnect = None
 
-    def __call__(self, settings, client_id):  # stands in for runtime.mqtt.make_client
+    def __call__(self, settings, client_id, **options):  # stands in for runtime.mqtt.make_client
         return self
 
     def connect(self, host, port, keepalive=60) -> None:
@@ -65,7 +65,7 @@ def test_a_refused_status_subscription_is_asked_for_again(monkeypatch):
     monkeypatch.setattr(export.push, "make_client", broker)
     assert read_statuses(broker_settings("mqtt://127.0.0.1"), "p", timeout=5) == {}
     assert len(broker.subscriptions) == 3
-    assert broker.subscriptions[0][0] == ("p/devices/+/status", 1)
+    assert broker.subscriptions[0][0] == ("p/devices/+/status", export.push.STATUS_QOS)
 
 
 def test_a_subscription_refused_to_the_end_is_one_line_and_exit_1(monkeypatch, capsys):
