@@ -38,7 +38,12 @@ MQTT_BLOCK = """mqtt {{
 
 
 def nats_server_path() -> str | None:
-    for candidate in NATS_CANDIDATES:
+    return executable(NATS_CANDIDATES)
+
+
+def executable(candidates: tuple[str, ...]) -> str | None:
+    """The first of `candidates` found on PATH (Debian puts the brokers in /usr/sbin)."""
+    for candidate in candidates:
         found = shutil.which(candidate)
         if found:
             return found

@@ -38,6 +38,10 @@ from runtime.constants import (
     DEFAULT_TOPIC_PREFIX,
     DEVICE_ID_PATTERN,
     DEVICE_ID_RULE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
     SUBSCRIBE_RETRY_DELAYS_S,
     TOPIC_ALL_STATUS,
     TOPIC_DEVICE_KEYS,
@@ -52,7 +56,6 @@ from runtime.policy import PolicyError, parse_policy
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATUS_QOS = 0  # never queued (and dropped) by the broker: see the module docstring
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the devices enforce their own (smaller) limit
 

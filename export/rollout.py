@@ -67,13 +67,17 @@ from export.waves import (
     read_device_file,
     refuse_unknown,
 )
-from runtime.constants import TOPIC_DEVICE_POLICY
+from runtime.constants import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    TOPIC_DEVICE_POLICY,
+)
 from runtime.mqtt import BrokerSettings, add_broker_arguments
 from runtime.policy import Policy, PolicyError, parse_policy
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SAVE_EVERY_S = 0.2  # results are saved at most this often (a send is saved before it goes out)
 RESUBSCRIBE_AFTER_S = 5.0  # no news this long: ask the broker for every retained status again
 TICK_S = 0.5

@@ -32,6 +32,7 @@ from runtime.config import (
     field_names,
     unknown_environment,
 )
+from runtime.constants import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:  # NumPy loads only in main(), after the BLAS thread count is set
     from runtime.loop import ControlLoop, EpisodeResult, LoopSummary
@@ -41,7 +42,6 @@ if TYPE_CHECKING:  # NumPy loads only in main(), after the BLAS thread count is 
 log = logging.getLogger("runtime")
 
 PROG = "python -m runtime"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):

@@ -112,6 +112,9 @@ DEFAULT_WARM_UP_US = 300.0
 MAX_WARM_UP_US = 100_000.0
 
 
+# --- exit codes of every command line (python -m trainer, export, runtime) ----------------
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 2: bad usage or input
+
 # --- environment variables ---------------------------------------------------
 ENV_PREFIX = "REINFORCE_EDGE_"
 ENV_MQTT_PASSWORD = "REINFORCE_EDGE_MQTT_PASSWORD"

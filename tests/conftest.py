@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.brokers import executable, free_port
+
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 
 
 def mosquitto_path() -> str | None:
-    for candidate in MOSQUITTO_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return executable(MOSQUITTO_CANDIDATES)
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
