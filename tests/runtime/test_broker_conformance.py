@@ -289,3 +289,50 @@ def test_a_fleet_push_reaches_devices_spread_over_the_nodes(tmp_path, brokers, p
     for index in range(devices):
         stored = Path(tmp_path / f"dev-{index}" / "current.npz").read_bytes()
         assert stored == update.read_bytes()
+
+
+def test_a_staged_rollout_aborts_and_undoes_across_the_nodes(tmp_path, brokers, prefix, capsys):
+    """`export rollout` through node 0 to devices on all three nodes: wave 1 applies, two of
+    wave 2's three devices trust another key and reject it, the rollout aborts before wave 3,
+    and the undo re-signs version 5's weights at a newer version for the devices it updated."""
+    from export.keys import generate_keypair, load_private_key
+    from export.rollout import main as rollout_main
+
+    private, pub = generate_keypair(tmp_path / "keys")
+    key = load_private_key(private)
+    _, stranger_pub = new_key(tmp_path, "stranger")
+    strangers = {"r-3", "r-4"}  # wave 2 (33%,66%,100% of 9 sorted ids: r-0..2, r-3..5, r-6..8)
+    previous = tmp_path / "v5.npz"
+    previous.write_bytes(signed_policy(5, key))
+    devices = {
+        f"r-{i}": Device(
+            tmp_path,
+            brokers.node(i % 3),
+            key,
+            stranger_pub if f"r-{i}" in strangers else pub,
+            device_id=f"r-{i}",
+            topic_prefix=prefix,
+        )
+        for i in range(9)
+    }
+    try:
+        wait_all_online(brokers.url(0), prefix, len(devices))
+        update = tmp_path / "v6.npz"
+        update.write_bytes(signed_policy(6, key))
+        argv = [str(update), "--broker", brokers.url(0), "--topic-prefix", prefix, "--all-online"]
+        argv += ["--state", str(tmp_path / "state.json"), "--waves", "33%,66%,100%", "--json"]
+        argv += ["--abort-above", "34%", "--min-devices", "3", "--wave-timeout", "20"]
+        argv += ["--undo", "--previous", str(previous), "--sign-key", str(private)]
+        code = rollout_main(argv)
+        report = json.loads(capsys.readouterr().out)
+        versions = {name: d.slot.active.policy.version for name, d in devices.items()}
+    finally:
+        for device in devices.values():
+            device.stop()
+    assert code == 1 and report["outcome"] == "aborted", report
+    assert [wave["sent"] for wave in report["waves"]] == [3, 3, 0], report["waves"]
+    undo_version = report["undo"]["version"]
+    assert undo_version > 6
+    assert all(versions[f"r-{i}"] == 5 for i in range(6, 9)), versions  # wave 3 never sent
+    assert {versions[name] for name in strangers} == {5}, versions  # rejected v6 and the undo
+    assert {versions[f"r-{i}"] for i in (0, 1, 2, 5)} == {undo_version}, versions
