@@ -50,6 +50,18 @@ def executable(candidates: tuple[str, ...]) -> str | None:
     return None
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a child by its pid: SIGTERM, then SIGKILL after `timeout` s; reaped either way."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,14 +114,8 @@ class NatsNode:
             )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def jetstream_meta(self) -> dict:
         """JetStream's meta group as this node sees it (its monitoring /jsz), or {}."""

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.brokers import free_port  # noqa: E402
+from bench.brokers import stop_process as stop  # noqa: E402
 from bench.machine import describe as machine  # noqa: E402
 from runtime.policy import make_meta, meta_to_json, policy_bytes, signed_bytes  # noqa: E402
 
@@ -85,12 +86,6 @@ def signed(version: int, key) -> bytes:
     return policy_bytes(params, meta, signature)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_broker(directory: Path, nodelay: bool = True) -> tuple[subprocess.Popen, int]:
     port = free_port()
     config = directory / f"mosquitto-{port}.conf"
@@ -108,16 +103,6 @@ def start_broker(directory: Path, nodelay: bool = True) -> tuple[subprocess.Pope
         except OSError:
             time.sleep(0.02)
     raise RuntimeError("mosquitto did not start")
-
-
-def stop(process: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signum)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class StatusWatcher:
