@@ -52,7 +52,7 @@ from runtime.constants import (
     TOPIC_PREFIX_RULE,
 )
 from runtime.mqtt import BrokerSettings, add_broker_arguments, make_client, settings_from
-from runtime.policy import PolicyError, parse_policy
+from runtime.policy import Policy, PolicyError, parse_policy
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +141,8 @@ class StatusBoard:
             self.close()
             why = f"refused the connection: {self._refused}" if self._refused else "did not answer"
             raise ConnectionError(f"broker {self.settings.url} {why}")
-        status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
         try:
-            self._await_subscription([(status_topic, STATUS_QOS), (self._marker_topic, STATUS_QOS)])
+            self._await_subscription()
         except ConnectionError:
             self.close()
             raise
@@ -161,10 +160,18 @@ class StatusBoard:
         it dropped on its way here, at QoS 0, comes back)."""
         self.client.subscribe(TOPIC_ALL_STATUS.format(prefix=self.prefix), STATUS_QOS)
 
-    def _await_subscription(self, wanted: list[tuple[str, int]]) -> None:
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        """Every status, and the marker that says they have all been delivered."""
+        return [
+            (TOPIC_ALL_STATUS.format(prefix=self.prefix), STATUS_QOS),
+            (self._marker_topic, STATUS_QOS),
+        ]
+
+    def _await_subscription(self) -> None:
         """Wait for the answer to on_connect's subscription, asking again after each of
         SUBSCRIBE_RETRY_DELAYS_S while the broker refuses (NATS does while JetStream
         settles), within the connect timeout."""
+        wanted = self._subscriptions()
         deadline = time.monotonic() + self.connect_timeout
         refused: list[str] = []
         for attempt, delay in enumerate((0.0, *SUBSCRIBE_RETRY_DELAYS_S)):
@@ -193,8 +200,7 @@ class StatusBoard:
             self._refused = str(reason_code)
             client.disconnect()
         else:
-            status_topic = TOPIC_ALL_STATUS.format(prefix=self.prefix)
-            client.subscribe([(status_topic, STATUS_QOS), (self._marker_topic, STATUS_QOS)])
+            client.subscribe(self._subscriptions())
             with self.changed:
                 self.connected.set()
                 self.changed.notify_all()
@@ -503,22 +509,28 @@ def push_main(argv: Sequence[str] | None = None) -> int:
         args = build_push_parser().parse_args(argv)
         checked_target(args)  # bad flags before the file is read
         path = Path(args.file)
-        try:
-            data = path.read_bytes()
-            policy = parse_policy(data, max_bytes=MAX_FILE_BYTES)
-        except OSError as error:
-            raise UsageError(f"{path}: cannot read: {error.strerror or error}") from None
-        except PolicyError as error:
-            raise UsageError(f"{path}: {error}") from None
-        except ValueError as error:  # what the parser trips on outside PolicyError (a lone
-            # surrogate in meta: UnicodeEncodeError) is still a bad file, not a traceback
-            raise UsageError(f"{path}: not a readable policy.npz: {error}") from None
+        data, policy = read_policy(path)
         if policy.signature is None:
             logger.warning("%s is unsigned: devices with a public key will reject it", path)
         headline = f"pushed {path} version {policy.version} sha256 {policy.sha256[:12]}..."
         return publish_and_report(args, data, headline)
 
     return _run(body)
+
+
+def read_policy(path: Path, what: str = "") -> tuple[bytes, Policy]:
+    """The file's bytes and policy; UsageError naming `what` (a flag) and the path otherwise."""
+    name = f"{what} {path}" if what else str(path)
+    try:
+        data = path.read_bytes()
+        return data, parse_policy(data, max_bytes=MAX_FILE_BYTES)
+    except OSError as error:
+        raise UsageError(f"{name}: cannot read: {error.strerror or error}") from None
+    except PolicyError as error:
+        raise UsageError(f"{name}: {error}") from None
+    except ValueError as error:  # what the parser trips on outside PolicyError (a lone
+        # surrogate in meta: UnicodeEncodeError) is still a bad file, not a traceback
+        raise UsageError(f"{name}: not a readable policy.npz: {error}") from None
 
 
 def status_main(argv: Sequence[str] | None = None) -> int:

@@ -41,16 +41,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from export.push import Parser as PushParser
 from export.push import (
-    MAX_FILE_BYTES,
     StatusBoard,
     UsageError,
     _prefix,
     _run,
     _settings,
     format_table,
+    read_policy,
 )
-from export.push import Parser as PushParser
 from export.waves import (
     FAILED,
     SUCCEEDED,
@@ -74,7 +74,7 @@ from runtime.constants import (
     TOPIC_DEVICE_POLICY,
 )
 from runtime.mqtt import BrokerSettings, add_broker_arguments
-from runtime.policy import Policy, PolicyError, parse_policy
+from runtime.policy import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +287,9 @@ class Rollout:
             undo_policy = resign(spec, newest + 1)
             state.undo = Undo(undo_policy.sha256, undo_policy.version, targets)
             self.save()
+        else:  # continued: the same --previous and --sign-key make the same bytes (Ed25519)
+            undo_policy = resign(spec, state.undo.version)
         undo = state.undo
-        undo_policy = resign(spec, undo.version)
         if undo_policy.sha256 != undo.sha256:
             raise UsageError(
                 "--previous/--sign-key make another policy than the undo this state began;"
@@ -346,17 +347,7 @@ class Rollout:
     # -- bookkeeping --
 
     def counts(self, index: int) -> dict[str, int]:
-        members = self.waves[index]
-        results = [self.state.results.get(d) for d in members]
-        failed = sum(1 for r in results if r is not None and r["result"] == FAILED)
-        done = sum(1 for r in results if r is not None)
-        return {
-            "devices": len(members),
-            "sent": sum(1 for d in members if d in self.state.sent),
-            "succeeded": done - failed,
-            "failed": failed,
-            "pending": len(members) - done,
-        }
+        return wave_counts(self.state, self.waves[index])
 
     def _progress_line(self, index: int, counts: dict[str, int], connected: bool) -> str:
         done = counts["devices"] - counts["pending"]
@@ -376,6 +367,20 @@ class Rollout:
             return
         self.state.save(self.state_path)
         self._saved_at = now
+
+
+def wave_counts(state: State, members: list[str]) -> dict[str, int]:
+    """A wave's devices, how many were sent the file, succeeded, failed, and are pending."""
+    results = [state.results.get(d) for d in members]
+    failed = sum(1 for r in results if r is not None and r["result"] == FAILED)
+    done = sum(1 for r in results if r is not None)
+    return {
+        "devices": len(members),
+        "sent": sum(1 for d in members if d in state.sent),
+        "succeeded": done - failed,
+        "failed": failed,
+        "pending": len(members) - done,
+    }
 
 
 def undo_targets(state: State, statuses: dict[str, dict[str, Any]]) -> list[str]:
@@ -424,21 +429,10 @@ def report_json(state: State, path: str, code: int) -> dict[str, Any]:
     members = state.plan.members()
     waves = []
     for index, devices in enumerate(members):
-        results = [state.results.get(d) for d in devices]
-        failed = sum(1 for r in results if r is not None and r["result"] == FAILED)
-        done = sum(1 for r in results if r is not None)
-        waves.append(
-            {
-                "wave": index + 1,
-                "percent": state.plan.waves[index],
-                "devices": len(devices),
-                "sent": sum(1 for d in devices if d in state.sent),
-                "succeeded": done - failed,
-                "failed": failed,
-                # waiting for an answer (or to come online): a wave not begun has none
-                "pending": len(devices) - done if index <= state.wave else 0,
-            }
-        )
+        counts = wave_counts(state, devices)
+        if index > state.wave:  # pending: waiting for an answer; a wave not begun has none
+            counts["pending"] = 0
+        waves.append({"wave": index + 1, "percent": state.plan.waves[index], **counts})
     undo = None
     if state.undo is not None:
         u = state.undo
@@ -634,18 +628,6 @@ def checked_request(args: argparse.Namespace) -> Request:
         args.connect_timeout,
         args.json,
     )
-
-
-def read_policy(path: Path, what: str) -> tuple[bytes, Policy]:
-    try:
-        data = path.read_bytes()
-        return data, parse_policy(data, max_bytes=MAX_FILE_BYTES)
-    except OSError as error:
-        raise UsageError(f"{what} {path}: cannot read: {error.strerror or error}") from None
-    except PolicyError as error:
-        raise UsageError(f"{what} {path}: {error}") from None
-    except ValueError as error:
-        raise UsageError(f"{what} {path}: not a readable policy.npz: {error}") from None
 
 
 def checked_undo(args: argparse.Namespace) -> UndoSpec | None:
