@@ -449,14 +449,17 @@ def _polish(
     confirmations = 0
     while True:
         for age, params in enumerate(reversed(candidates(state))):  # newest first
-            key = _weights_key(params)
-            if key not in judged:
+            saved = {name: value.astype(np.float32) for name, value in params.items()}
+            key = b"".join(name.encode() + saved[name].tobytes() for name in sorted(saved))
+            if key not in judged:  # equal float32 weights as saved: the same policy
                 seeds = (
                     SELECT_SEED_OFFSET + config.seed,
                     CONFIRM_SEED_OFFSET + config.seed + confirmations * CONFIRM_EPISODES,
                 )
                 update = state.updates - age
-                judged[key] = _judge(params, update, score, target, seeds, min(state.returns))
+                judged[key] = _judge(
+                    params, saved, update, score, target, seeds, min(state.returns)
+                )
                 confirmations += judged[key].confirmed
             if judged[key].bound >= target:
                 return params, judged[key].mean
@@ -471,18 +474,18 @@ def _polish(
 
 def _judge(
     params: Any,
+    saved: Any,
     update: int,
     score: Callable[[Any, int, int], Any],
     target: float,
     seeds: tuple[int, int],
     worst: float,
 ) -> Judgement:
-    """`_polish`'s verdict on one candidate: screened on SELECT_EPISODES episodes from seeds[0],
-    confirmed on CONFIRM_EPISODES from seeds[1] and one episode returning `worst` if the
-    screen passed (the confirmation's verdict is the one kept)."""
+    """`_polish`'s verdict on one candidate (`saved`: its float32 weights, as saved): screened
+    on SELECT_EPISODES episodes from seeds[0], confirmed on CONFIRM_EPISODES from seeds[1] and
+    one episode returning `worst` if the screen passed (the confirmation's verdict is kept)."""
     from trainer.evaluate import lower_bound
 
-    saved = {key: value.astype(np.float32) for key, value in params.items()}  # as saved
     result = score(saved, SELECT_EPISODES, seeds[0])
     bound = lower_bound(result.returns, BOUND_Z)
     if bound < target:
@@ -490,13 +493,6 @@ def _judge(
     result = score(saved, CONFIRM_EPISODES, seeds[1])
     bound = lower_bound([*result.returns, worst], BOUND_Z)
     return Judgement(bound, result.mean, update, params, confirmed=True)
-
-
-def _weights_key(params: Any) -> bytes:
-    """The float32 weights as saved, as bytes: equal keys, equal policies."""
-    return b"".join(
-        name.encode() + params[name].astype(np.float32).tobytes() for name in sorted(params)
-    )
 
 
 def candidates(state: Any) -> list:
