@@ -12,7 +12,10 @@ Three threads, none of them the control loop's:
 - the control loop itself only calls `on_episode` once per finished episode (cheap).
 
 A subscription the broker refuses (NATS does while JetStream settles) is asked for again from a
-short-lived timer thread, with backoff; the status says "online" once the policy topics are held.
+short-lived timer thread after each of SUBSCRIBE_RETRY_DELAYS_S; the status says "online" once
+the policy topics are held, or after the last delay without them (one ERROR line says so), and
+the agent keeps asking at the last delay, so a broker that recovers reaches it without a
+reconnect.
 
 Status is retained with QoS 1 and its "offline" form is the MQTT will, so a device that dies
 shows offline; telemetry is QoS 0 (a lost sample is replaced by the next one). The status's
@@ -97,9 +100,6 @@ SHORT_CONNECTIONS_FOR_TWIN = 4
 # Once a twin is reported, wait this long before reconnecting (instead of 1 s): the pair then
 # trades the connection about every 10 s instead of every second, sparing the broker.
 TWIN_RECONNECT_DELAY_S = 10
-# A refused subscription is asked for again after each of SUBSCRIBE_RETRY_DELAYS_S; after the
-# last the agent goes online without it (one ERROR line says so) and keeps asking at the last
-# delay, so a broker that recovers reaches the device without a reconnect.
 
 
 @dataclass(frozen=True)
